@@ -1,0 +1,147 @@
+//! Start-up and shutdown: builds the state from configuration, runs the HTTP server and the
+//! in-process workers, and stops both gracefully.
+
+use std::{net::TcpListener, sync::Arc, time::Duration};
+
+use actix_web::dev::ServerHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    db, jobs,
+    mail::{self, Mailer},
+    metrics::Metrics,
+    state::AppState,
+    storage,
+};
+
+/// Connects to everything the configuration names, migrating the database when asked.
+pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    let database_url = config.database_url.expose().to_string();
+    db::ensure_database(&database_url, config.is_development()).await?;
+    if config.auto_migrate {
+        let applied = db::migrate::run_pending(&database_url).await?;
+        if !applied.is_empty() {
+            tracing::info!(count = applied.len(), "applied migrations");
+        }
+    }
+    let pool = db::build_pool(&database_url, config.database_pool_size)?;
+    let store = storage::from_config(&config).await?;
+    Ok(AppState {
+        config: Arc::new(config),
+        pool,
+        store,
+        metrics: Arc::new(Metrics::new()),
+    })
+}
+
+pub fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
+    Ok(match &config.smtp_url {
+        Some(url) => Arc::new(mail::SmtpMailer::new(
+            url.expose(),
+            config.mail_from.parse()?,
+        )?),
+        None => Arc::new(mail::LogMailer),
+    })
+}
+
+/// Every job kind this binary runs.
+pub fn job_registry(state: &AppState) -> anyhow::Result<jobs::Registry> {
+    Ok(jobs::Registry::default().with(mail::SendMailHandler {
+        pool: state.pool.clone(),
+        mailer: mailer(&state.config)?,
+    }))
+}
+
+pub fn worker_options(config: &Config) -> jobs::WorkerOptions {
+    jobs::WorkerOptions {
+        concurrency: config.worker_concurrency,
+        lease: config.job_lease,
+        poll_interval: config.job_poll_interval,
+        shutdown_grace: config.shutdown_grace,
+        backoff_base: Duration::from_secs(2),
+        backoff_max: Duration::from_secs(3600),
+    }
+}
+
+/// A running service: the HTTP server and, unless disabled, the workers.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    state: AppState,
+    with_workers: bool,
+}
+
+impl Application {
+    pub async fn build(config: Config, with_workers: bool) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.bind)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {} (GI2_BIND): {e}", config.bind))?;
+        let port = listener.local_addr()?.port();
+        let state = build_state(config).await?;
+        let server = crate::http::server::start(listener, state.clone())?;
+        Ok(Self {
+            port,
+            server,
+            state,
+            with_workers,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight requests and stops the workers.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let handle: ServerHandle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        let workers = if self.with_workers {
+            let registry = job_registry(&self.state)?;
+            Some(tokio::spawn(jobs::run_workers(
+                self.state.pool.clone(),
+                self.state.config.database_url.expose().to_string(),
+                registry,
+                worker_options(&self.state.config),
+                shutdown.clone(),
+            )))
+        } else {
+            None
+        };
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: finishing in-flight requests and jobs");
+        handle.stop(true).await;
+        server.await??;
+        if let Some(workers) = workers {
+            workers.await??;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler installs");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        trigger.cancel();
+    });
+    token
+}

@@ -1,0 +1,367 @@
+//! Configuration from `GI2_*` environment variables. Every variable has a default that
+//! runs locally; production refuses the development-only defaults for secrets.
+
+use std::{
+    collections::HashMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration,
+};
+
+use rand::RngCore;
+use url::Url;
+
+pub const ENV_PREFIX: &str = "GI2_";
+
+/// A value that must never reach a log line or an error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// 32 random bytes, hex-encoded: an ephemeral key for development.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        Self(hex::encode(bytes))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    /// Objects on the local disk, served by the API behind signed, expiring URLs.
+    Local {
+        dir: PathBuf,
+    },
+    S3(S3Config),
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub path_style: bool,
+    /// Create the bucket at start-up when it is missing (development and tests).
+    pub create_bucket: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub environment: Environment,
+    pub bind: SocketAddr,
+    /// Base URL clients reach this API at; signed links of the local store point here.
+    pub public_url: Url,
+    pub database_url: Secret,
+    pub database_pool_size: usize,
+    pub auto_migrate: bool,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    pub cors_origins: Vec<String>,
+    pub http_workers: usize,
+    pub max_json_bytes: usize,
+    pub storage: StorageConfig,
+    /// HMAC key for signed URLs of the local object store.
+    pub url_signing_key: Secret,
+    pub signed_url_ttl: Duration,
+    pub jwt_secret: Secret,
+    pub smtp_url: Option<Secret>,
+    pub mail_from: String,
+    pub worker_concurrency: usize,
+    pub job_lease: Duration,
+    pub job_poll_interval: Duration,
+    pub shutdown_grace: Duration,
+    /// Warnings found while loading (ephemeral keys and the like), logged once tracing is up.
+    pub warnings: Vec<String>,
+}
+
+/// A configuration problem, always naming the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {message}")]
+pub struct ConfigError {
+    pub var: String,
+    pub message: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars().collect())
+    }
+
+    /// Builds the configuration from a variable map (the process environment, or a test's).
+    pub fn from_vars(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let env = Vars { vars };
+        let environment = match env.get("ENV").as_deref() {
+            None | Some("development") => Environment::Development,
+            Some("production") => Environment::Production,
+            Some(other) => {
+                return Err(env.error(
+                    "ENV",
+                    format!("expected development or production, got '{other}'"),
+                ));
+            }
+        };
+        let dev = environment == Environment::Development;
+        let mut warnings = Vec::new();
+
+        let bind: SocketAddr = env.parse("BIND", "127.0.0.1:8080")?;
+        let public_url = match env.get("PUBLIC_URL") {
+            Some(raw) => Url::parse(&raw).map_err(|e| env.error("PUBLIC_URL", e.to_string()))?,
+            None => Url::parse(&format!("http://{bind}"))
+                .map_err(|e| env.error("BIND", e.to_string()))?,
+        };
+        let database_url = env
+            .get("DATABASE_URL")
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/gptimage2".into());
+        Url::parse(&database_url)
+            .map_err(|_| env.error("DATABASE_URL", "not a URL (postgres://user@host:port/db)"))?;
+
+        let log_format = match env.get("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(env.error(
+                    "LOG_FORMAT",
+                    format!("expected text or json, got '{other}'"),
+                ));
+            }
+        };
+        let cors_origins = env
+            .get("CORS_ORIGINS")
+            .unwrap_or_else(|| "http://localhost:5173,http://127.0.0.1:5173".into())
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect::<Vec<_>>();
+        for origin in &cors_origins {
+            let url = Url::parse(origin)
+                .map_err(|_| env.error("CORS_ORIGINS", format!("'{origin}' is not an origin")))?;
+            if url.path() != "/" || url.query().is_some() {
+                return Err(env.error(
+                    "CORS_ORIGINS",
+                    format!("'{origin}' must be scheme://host[:port] only"),
+                ));
+            }
+        }
+
+        let storage = match env.get("STORAGE").as_deref() {
+            None | Some("local") => StorageConfig::Local {
+                dir: PathBuf::from(
+                    env.get("STORAGE_DIR")
+                        .unwrap_or_else(|| ".data/objects".into()),
+                ),
+            },
+            Some("s3") => StorageConfig::S3(S3Config {
+                endpoint: env.get("S3_ENDPOINT"),
+                region: env.get("S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+                bucket: env.get("S3_BUCKET").unwrap_or_else(|| "gptimage2".into()),
+                access_key_id: env.get("S3_ACCESS_KEY_ID"),
+                secret_access_key: env.get("S3_SECRET_ACCESS_KEY").map(Secret::new),
+                path_style: env.parse("S3_PATH_STYLE", "true")?,
+                create_bucket: env.parse("S3_CREATE_BUCKET", if dev { "true" } else { "false" })?,
+            }),
+            Some(other) => {
+                return Err(env.error("STORAGE", format!("expected local or s3, got '{other}'")));
+            }
+        };
+        if let StorageConfig::S3(s3) = &storage
+            && let Some(endpoint) = &s3.endpoint
+        {
+            Url::parse(endpoint).map_err(|e| env.error("S3_ENDPOINT", e.to_string()))?;
+        }
+
+        let url_signing_key = env.secret("URL_SIGNING_KEY", dev, &mut warnings)?;
+        let jwt_secret = env.secret("JWT_SECRET", dev, &mut warnings)?;
+
+        let smtp_url = env.get("SMTP_URL").map(Secret::new);
+        if let Some(smtp) = &smtp_url {
+            let url = Url::parse(smtp.expose()).map_err(|_| {
+                env.error(
+                    "SMTP_URL",
+                    "not a URL (smtp://user:pass@host:587?tls=required)",
+                )
+            })?;
+            if !matches!(url.scheme(), "smtp" | "smtps") {
+                return Err(env.error("SMTP_URL", "scheme must be smtp or smtps"));
+            }
+        }
+
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let config = Self {
+            environment,
+            bind,
+            public_url,
+            database_url: Secret::new(database_url),
+            database_pool_size: env.parse_min("DATABASE_POOL_SIZE", "16", 1)?,
+            auto_migrate: env.parse("AUTO_MIGRATE", "true")?,
+            log_filter: env.get("LOG").unwrap_or_else(|| "info".into()),
+            log_format,
+            cors_origins,
+            http_workers: env.parse_min("HTTP_WORKERS", &cpus.to_string(), 1)?,
+            max_json_bytes: env.parse_min("MAX_JSON_BYTES", "1048576", 1024)?,
+            storage,
+            url_signing_key,
+            signed_url_ttl: Duration::from_secs(env.parse_min("SIGNED_URL_TTL_SECS", "900", 1)?),
+            jwt_secret,
+            smtp_url,
+            mail_from: env
+                .get("MAIL_FROM")
+                .unwrap_or_else(|| "GPT Image 2 <no-reply@localhost>".into()),
+            worker_concurrency: env.parse_min("WORKER_CONCURRENCY", "4", 1)?,
+            job_lease: Duration::from_secs(env.parse_min("JOB_LEASE_SECS", "30", 1)?),
+            job_poll_interval: Duration::from_millis(env.parse_min("JOB_POLL_MS", "1000", 10)?),
+            shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECS", "20")?),
+            warnings,
+        };
+        config
+            .mail_from
+            .parse::<lettre::message::Mailbox>()
+            .map_err(|e| env.error("MAIL_FROM", e.to_string()))?;
+        Ok(config)
+    }
+
+    pub fn is_development(&self) -> bool {
+        self.environment == Environment::Development
+    }
+}
+
+struct Vars {
+    vars: HashMap<String, String>,
+}
+
+impl Vars {
+    fn get(&self, name: &str) -> Option<String> {
+        self.vars
+            .get(&format!("{ENV_PREFIX}{name}"))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    }
+
+    fn error(&self, name: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            var: format!("{ENV_PREFIX}{name}"),
+            message: message.into(),
+        }
+    }
+
+    fn parse<T: FromStr>(&self, name: &str, default: &str) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        let raw = self.get(name).unwrap_or_else(|| default.to_string());
+        raw.parse::<T>()
+            .map_err(|e| self.error(name, format!("cannot parse '{raw}': {e}")))
+    }
+
+    fn parse_min<T: FromStr + PartialOrd + fmt::Display>(
+        &self,
+        name: &str,
+        default: &str,
+        min: T,
+    ) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        let value: T = self.parse(name, default)?;
+        if value < min {
+            return Err(self.error(name, format!("must be at least {min}")));
+        }
+        Ok(value)
+    }
+
+    /// A secret key: required in production, generated (with a warning) in development.
+    fn secret(
+        &self,
+        name: &str,
+        dev: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<Secret, ConfigError> {
+        match self.get(name) {
+            Some(value) if value.len() < 32 => {
+                Err(self.error(name, "must be at least 32 characters"))
+            }
+            Some(value) => Ok(Secret::new(value)),
+            None if dev => {
+                warnings.push(format!(
+                    "{ENV_PREFIX}{name} is not set: using an ephemeral random key; everything signed with it is invalid after a restart"
+                ));
+                Ok(Secret::random())
+            }
+            None => Err(self.error(
+                name,
+                "required in production (at least 32 random characters)",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_run_locally() {
+        let config = Config::from_vars(HashMap::new()).expect("defaults are valid");
+        assert!(config.is_development());
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            config.warnings.len(),
+            2,
+            "both ephemeral keys are announced"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let err = Config::from_vars(vars(&[("GI2_BIND", "nowhere")])).unwrap_err();
+        assert_eq!(err.var, "GI2_BIND");
+        let err = Config::from_vars(vars(&[("GI2_ENV", "production")])).unwrap_err();
+        assert_eq!(err.var, "GI2_URL_SIGNING_KEY");
+        let err = Config::from_vars(vars(&[("GI2_WORKER_CONCURRENCY", "0")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid configuration: GI2_WORKER_CONCURRENCY:")
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_debug_printed() {
+        let config = Config::from_vars(vars(&[(
+            "GI2_JWT_SECRET",
+            "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t",
+        )]))
+        .unwrap();
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,16 @@
+//! GPT Image 2: the API service as a library; `main.rs` is only its command line.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod jobs;
+pub mod mail;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod storage;
+pub mod telemetry;

@@ -1,0 +1,93 @@
+//! Mail templates, embedded in the binary: a subject, a text part and an HTML part each.
+
+use minijinja::{AutoEscape, Environment};
+
+/// (name, subject, text, html). Mails that are not strictly necessary set `marketing`
+/// in their context and get an unsubscribe header.
+const TEMPLATES: &[(&str, &str, &str, &str)] = &[(
+    "operator_test",
+    include_str!("templates/operator_test.subject.txt"),
+    include_str!("templates/operator_test.txt"),
+    include_str!("templates/operator_test.html"),
+)];
+
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub headers: serde_json::Map<String, serde_json::Value>,
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html") {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
+    for (name, subject, text, html) in TEMPLATES {
+        env.add_template_owned(format!("{name}.subject"), *subject)
+            .expect("subject template parses");
+        env.add_template_owned(format!("{name}.txt"), *text)
+            .expect("text template parses");
+        env.add_template_owned(format!("{name}.html"), *html)
+            .expect("html template parses");
+    }
+    env
+}
+
+pub fn names() -> Vec<&'static str> {
+    TEMPLATES.iter().map(|t| t.0).collect()
+}
+
+pub fn render(name: &str, context: &serde_json::Value) -> anyhow::Result<Rendered> {
+    if !TEMPLATES.iter().any(|t| t.0 == name) {
+        anyhow::bail!("unknown mail template '{name}'");
+    }
+    let env = environment();
+    let part = |suffix: &str| -> anyhow::Result<String> {
+        Ok(env
+            .get_template(&format!("{name}.{suffix}"))?
+            .render(context)?)
+    };
+    let mut headers = serde_json::Map::new();
+    if let Some(url) = context.get("unsubscribe_url").and_then(|u| u.as_str()) {
+        headers.insert("List-Unsubscribe".into(), format!("<{url}>").into());
+        headers.insert(
+            "List-Unsubscribe-Post".into(),
+            "List-Unsubscribe=One-Click".into(),
+        );
+    }
+    Ok(Rendered {
+        subject: part("subject")?.trim().to_string(),
+        text: part("txt")?,
+        html: part("html")?,
+        headers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_renders_and_escapes_html() {
+        for name in names() {
+            let out = render(name, &serde_json::json!({ "sent_at": "<b>now</b>" })).unwrap();
+            assert!(!out.subject.is_empty() && !out.subject.contains('\n'));
+            assert!(out.text.contains("<b>now</b>"), "text part is not escaped");
+            assert!(
+                out.html.contains("&lt;b&gt;now&lt;/b&gt;"),
+                "html part is escaped"
+            );
+        }
+        assert!(
+            render("operator_test", &serde_json::json!({})).is_err(),
+            "missing variables fail loudly"
+        );
+        assert!(render("nope", &serde_json::json!({})).is_err());
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    gptimage2::cli::main()
+}

@@ -1,0 +1,100 @@
+//! Prometheus metrics: HTTP traffic by route, database pool use, job queue depth.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub pool_size: IntGauge,
+    pub pool_available: IntGauge,
+    pub pool_waiting: IntGauge,
+    pub job_queue_depth: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry =
+            Registry::new_custom(Some("gptimage2".into()), None).expect("static prefix is valid");
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests served, by method, route pattern and status.",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency, by method and route pattern.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["method", "route"],
+        )
+        .expect("valid metric");
+        let pool_size = IntGauge::new(
+            "db_pool_connections",
+            "Database connections open in the pool.",
+        )
+        .expect("valid metric");
+        let pool_available = IntGauge::new(
+            "db_pool_available",
+            "Idle database connections in the pool.",
+        )
+        .expect("valid metric");
+        let pool_waiting = IntGauge::new(
+            "db_pool_waiting",
+            "Requests waiting for a database connection.",
+        )
+        .expect("valid metric");
+        let job_queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "job_queue_depth",
+                "Jobs queued or running, by kind and status.",
+            ),
+            &["kind", "status"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(pool_size.clone()),
+            Box::new(pool_available.clone()),
+            Box::new(pool_waiting.clone()),
+            Box::new(job_queue_depth.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            pool_size,
+            pool_available,
+            pool_waiting,
+            job_queue_depth,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,13 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use crate::{config::Config, db::DbPool, metrics::Metrics, storage::ObjectStore};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: DbPool,
+    pub store: Arc<dyn ObjectStore>,
+    pub metrics: Arc<Metrics>,
+}
