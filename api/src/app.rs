@@ -27,11 +27,13 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     }
     let pool = db::build_pool(&database_url, config.database_pool_size)?;
     let store = storage::from_config(&config).await?;
+    let jwt = Arc::new(crate::auth::tokens::JwtKeys::from_config(&config)?);
     Ok(AppState {
         config: Arc::new(config),
         pool,
         store,
         metrics: Arc::new(Metrics::new()),
+        jwt,
     })
 }
 

@@ -87,6 +87,10 @@ pub struct Config {
     pub url_signing_key: Secret,
     pub signed_url_ttl: Duration,
     pub jwt_secret: Secret,
+    /// Earlier signing keys, still accepted for verification while their tokens live out.
+    pub jwt_previous_secrets: Vec<Secret>,
+    pub auth: AuthConfig,
+    pub oauth: OAuthConfig,
     pub smtp_url: Option<Secret>,
     pub mail_from: String,
     pub worker_concurrency: usize,
@@ -95,6 +99,49 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Warnings found while loading (ephemeral keys and the like), logged once tracing is up.
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// `Secure` on the refresh cookie; off only for plain-HTTP localhost development.
+    pub cookie_secure: bool,
+    /// Where mailed links (verification, reset) and OAuth sign-ins land.
+    pub spa_url: Url,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    pub verify_token_ttl: Duration,
+    pub reset_token_ttl: Duration,
+    /// Requests per minute per client IP on each sign-in route (register, login, ...).
+    pub rate_per_ip_per_minute: i32,
+    /// The window of that limit (a minute, unless tests shorten it).
+    pub rate_window: Duration,
+    /// Failed passwords per account and IP before that pair is locked out for `lockout`.
+    pub max_failed_logins: i32,
+    pub lockout: Duration,
+    /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    pub privacy_policy_version: String,
+    pub privacy_policy_updated_at: String,
+    pub privacy_policy_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthProviderConfig {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub authorize_url: Url,
+    pub token_url: Url,
+    /// Google: the OIDC userinfo endpoint. GitHub: the API base (`/user`, `/user/emails`).
+    pub api_url: Url,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OAuthConfig {
+    pub google: Option<OAuthProviderConfig>,
+    pub github: Option<OAuthProviderConfig>,
 }
 
 /// A configuration problem, always naming the variable.
@@ -195,6 +242,81 @@ impl Config {
         let url_signing_key = env.secret("URL_SIGNING_KEY", dev, &mut warnings)?;
         let jwt_secret = env.secret("JWT_SECRET", dev, &mut warnings)?;
 
+        let jwt_previous_secrets = env
+            .get("JWT_PREVIOUS_SECRETS")
+            .map(|list| {
+                list.split(',')
+                    .map(|s| Secret::new(s.trim()))
+                    .filter(|s| !s.expose().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let spa_url = match env.get("SPA_URL") {
+            Some(raw) => Url::parse(&raw).map_err(|e| env.error("SPA_URL", e.to_string()))?,
+            None => Url::parse(
+                cors_origins
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("http://localhost:5173"),
+            )
+            .map_err(|e| env.error("CORS_ORIGINS", e.to_string()))?,
+        };
+        let auth = AuthConfig {
+            access_token_ttl: Duration::from_secs(env.parse_min(
+                "ACCESS_TOKEN_TTL_SECS",
+                "900",
+                30,
+            )?),
+            refresh_token_ttl: Duration::from_secs(env.parse_min(
+                "REFRESH_TOKEN_TTL_SECS",
+                "2592000",
+                60,
+            )?),
+            cookie_secure: env.parse("COOKIE_SECURE", if dev { "false" } else { "true" })?,
+            spa_url,
+            argon2_memory_kib: env.parse_min("ARGON2_MEMORY_KIB", "19456", 1024)?,
+            argon2_iterations: env.parse_min("ARGON2_ITERATIONS", "2", 1)?,
+            argon2_parallelism: env.parse_min("ARGON2_PARALLELISM", "1", 1)?,
+            verify_token_ttl: Duration::from_secs(env.parse_min(
+                "VERIFY_TOKEN_TTL_SECS",
+                "172800",
+                60,
+            )?),
+            reset_token_ttl: Duration::from_secs(env.parse_min(
+                "RESET_TOKEN_TTL_SECS",
+                "3600",
+                60,
+            )?),
+            rate_per_ip_per_minute: env.parse_min("AUTH_RATE_PER_MINUTE", "30", 1)?,
+            rate_window: Duration::from_secs(env.parse_min("AUTH_RATE_WINDOW_SECS", "60", 1)?),
+            max_failed_logins: env.parse_min("MAX_FAILED_LOGINS", "5", 1)?,
+            lockout: Duration::from_secs(env.parse_min("LOCKOUT_SECS", "900", 1)?),
+            trust_forwarded_for: env.parse("TRUST_FORWARDED_FOR", "false")?,
+            privacy_policy_version: env
+                .get("PRIVACY_POLICY_VERSION")
+                .unwrap_or_else(|| "2026-11-01".into()),
+            privacy_policy_updated_at: env
+                .get("PRIVACY_POLICY_UPDATED_AT")
+                .unwrap_or_else(|| "2026-11-01T00:00:00Z".into()),
+            privacy_policy_url: env
+                .get("PRIVACY_POLICY_URL")
+                .unwrap_or_else(|| "https://gptimage2.dev/legal/privacy".into()),
+        };
+        let oauth = OAuthConfig {
+            google: env.oauth_provider(
+                "GOOGLE",
+                "https://accounts.google.com/o/oauth2/v2/auth",
+                "https://oauth2.googleapis.com/token",
+                "https://openidconnect.googleapis.com/v1/userinfo",
+            )?,
+            github: env.oauth_provider(
+                "GITHUB",
+                "https://github.com/login/oauth/authorize",
+                "https://github.com/login/oauth/access_token",
+                "https://api.github.com",
+            )?,
+        };
+
         let smtp_url = env.get("SMTP_URL").map(Secret::new);
         if let Some(smtp) = &smtp_url {
             let url = Url::parse(smtp.expose()).map_err(|_| {
@@ -227,6 +349,9 @@ impl Config {
             url_signing_key,
             signed_url_ttl: Duration::from_secs(env.parse_min("SIGNED_URL_TTL_SECS", "900", 1)?),
             jwt_secret,
+            jwt_previous_secrets,
+            auth,
+            oauth,
             smtp_url,
             mail_from: env
                 .get("MAIL_FROM")
@@ -291,6 +416,35 @@ impl Vars {
             return Err(self.error(name, format!("must be at least {min}")));
         }
         Ok(value)
+    }
+
+    /// A provider is on when its client id is set; then its secret is required too.
+    fn oauth_provider(
+        &self,
+        name: &str,
+        authorize: &str,
+        token: &str,
+        api: &str,
+    ) -> Result<Option<OAuthProviderConfig>, ConfigError> {
+        let Some(client_id) = self.get(&format!("{name}_CLIENT_ID")) else {
+            return Ok(None);
+        };
+        let secret_var = format!("{name}_CLIENT_SECRET");
+        let client_secret = self
+            .get(&secret_var)
+            .ok_or_else(|| self.error(&secret_var, "required when the client id is set"))?;
+        let url = |suffix: &str, default: &str| -> Result<Url, ConfigError> {
+            let var = format!("{name}_{suffix}");
+            let raw = self.get(&var).unwrap_or_else(|| default.to_string());
+            Url::parse(&raw).map_err(|e| self.error(&var, e.to_string()))
+        };
+        Ok(Some(OAuthProviderConfig {
+            client_id,
+            client_secret: Secret::new(client_secret),
+            authorize_url: url("AUTHORIZE_URL", authorize)?,
+            token_url: url("TOKEN_URL", token)?,
+            api_url: url("API_URL", api)?,
+        }))
     }
 
     /// A secret key: required in production, generated (with a warning) in development.

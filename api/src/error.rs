@@ -36,6 +36,36 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
 }
 
+impl Problem {
+    /// A problem for an error raised outside the handlers (middleware), from its status alone.
+    pub fn from_status(status: StatusCode, detail: &str, request_id: Option<String>) -> Self {
+        let code = match status.as_u16() {
+            400 => "bad_request",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            413 => "payload_too_large",
+            429 => "rate_limited",
+            500..=599 => "internal_error",
+            _ => "error",
+        };
+        let detail = if status.is_server_error() {
+            "An unexpected error occurred; quote the request id when reporting it."
+        } else {
+            detail
+        };
+        Self {
+            type_: format!("https://docs.gptimage2.dev/problems/{code}"),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.into(),
+            request_id,
+            errors: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FieldError {
     /// The field's name, or a JSON path to it.
@@ -58,8 +88,8 @@ pub enum ApiError {
     BadRequest { code: &'static str, detail: String },
     #[error("validation failed")]
     Validation(Vec<FieldError>),
-    #[error("{0}")]
-    Unauthorized(String),
+    #[error("{detail}")]
+    Unauthorized { code: &'static str, detail: String },
     #[error("{0}")]
     Forbidden(String),
     #[error("not found")]
@@ -72,6 +102,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("{detail}")]
     Unavailable { code: &'static str, detail: String },
     /// Anything unexpected: logged with its cause chain, shown to the client as a request id only.
@@ -82,6 +114,20 @@ pub enum ApiError {
 impl ApiError {
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         Self::BadRequest {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Unauthorized {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Conflict {
             code,
             detail: detail.into(),
         }
@@ -102,14 +148,15 @@ impl ApiError {
         match self {
             Self::BadRequest { code, .. }
             | Self::Conflict { code, .. }
-            | Self::Unavailable { code, .. } => code,
+            | Self::Unavailable { code, .. }
+            | Self::Unauthorized { code, .. } => code,
             Self::Validation(_) => "validation_failed",
-            Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::TooManyRequests { .. } => "rate_limited",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -118,13 +165,14 @@ impl ApiError {
         match self {
             Self::BadRequest { .. } => "Bad request",
             Self::Validation(_) => "Validation failed",
-            Self::Unauthorized(_) => "Unauthorized",
+            Self::Unauthorized { .. } => "Unauthorized",
             Self::Forbidden(_) => "Forbidden",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
             Self::Conflict { .. } => "Conflict",
             Self::PayloadTooLarge { .. } => "Payload too large",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
+            Self::TooManyRequests { .. } => "Too many requests",
             Self::Unavailable { .. } => "Service unavailable",
             Self::Internal(_) => "Internal server error",
         }
@@ -169,13 +217,14 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -195,8 +244,11 @@ impl ResponseError for ApiError {
         if let Self::MethodNotAllowed { allow } = self {
             response.insert_header((header::ALLOW, allow.join(", ")));
         }
-        if let Self::Unauthorized(_) = self {
+        if let Self::Unauthorized { .. } = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Self::TooManyRequests { retry_after_secs } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
         response.body(serde_json::to_string(&self.problem()).unwrap_or_default())
     }

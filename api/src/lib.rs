@@ -1,6 +1,8 @@
 //! GPT Image 2: the API service as a library; `main.rs` is only its command line.
 
+pub mod accounts;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -10,6 +12,7 @@ pub mod jobs;
 pub mod mail;
 pub mod metrics;
 pub mod openapi;
+pub mod pagination;
 pub mod routes;
 pub mod state;
 pub mod storage;

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::{config::Config, db::DbPool, metrics::Metrics, storage::ObjectStore};
+use crate::{
+    auth::tokens::JwtKeys, config::Config, db::DbPool, metrics::Metrics, storage::ObjectStore,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -10,4 +12,5 @@ pub struct AppState {
     pub pool: DbPool,
     pub store: Arc<dyn ObjectStore>,
     pub metrics: Arc<Metrics>,
+    pub jwt: Arc<JwtKeys>,
 }

@@ -4,6 +4,7 @@
 pub mod db;
 pub mod s3;
 pub mod smtp;
+pub mod users;
 
 use std::{collections::HashMap, time::Duration};
 
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use db::{TestDb, fresh_database};
 pub use smtp::{ReceivedMail, SmtpServer};
+pub use users::TestUser;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
@@ -33,7 +35,12 @@ pub struct AppOptions {
 
 impl Default for AppOptions {
     fn default() -> Self {
-        Self { storage: Storage::S3, workers: true, smtp: true, env: Vec::new() }
+        Self {
+            storage: Storage::S3,
+            workers: true,
+            smtp: true,
+            env: Vec::new(),
+        }
     }
 }
 
@@ -56,7 +63,8 @@ pub mod tempfile_dir {
     pub struct TempDir(pub std::path::PathBuf);
     impl TempDir {
         pub fn new() -> Self {
-            let path = std::env::temp_dir().join(format!("gi2-test-{}", uuid::Uuid::new_v4().simple()));
+            let path =
+                std::env::temp_dir().join(format!("gi2-test-{}", uuid::Uuid::new_v4().simple()));
             std::fs::create_dir_all(&path).expect("temp dir");
             Self(path)
         }
@@ -78,9 +86,18 @@ pub fn base_env(db: &TestDb) -> HashMap<String, String> {
     let mut env = HashMap::new();
     env.insert("GI2_DATABASE_URL".into(), db.url.clone());
     env.insert("GI2_BIND".into(), "127.0.0.1:0".into());
-    env.insert("GI2_LOG".into(), std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()));
-    env.insert("GI2_URL_SIGNING_KEY".into(), "test-url-signing-key-0123456789abcdef".into());
-    env.insert("GI2_JWT_SECRET".into(), "test-jwt-secret-0123456789abcdef0123".into());
+    env.insert(
+        "GI2_LOG".into(),
+        std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+    );
+    env.insert(
+        "GI2_URL_SIGNING_KEY".into(),
+        "test-url-signing-key-0123456789abcdef".into(),
+    );
+    env.insert(
+        "GI2_JWT_SECRET".into(),
+        "test-jwt-secret-0123456789abcdef0123".into(),
+    );
     env.insert("GI2_DATABASE_POOL_SIZE".into(), "8".into());
     env.insert("GI2_HTTP_WORKERS".into(), "2".into());
     env.insert("GI2_JOB_POLL_MS".into(), "200".into());
@@ -94,7 +111,10 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
-    gptimage2::telemetry::init(&std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()), gptimage2::config::LogFormat::Text);
+    gptimage2::telemetry::init(
+        &std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        gptimage2::config::LogFormat::Text,
+    );
     let db = fresh_database().await;
     let mut env = base_env(&db);
     let mut storage_dir = None;
@@ -107,7 +127,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             storage_dir = Some(dir);
         }
     }
-    let smtp = if options.smtp { Some(SmtpServer::start().await) } else { None };
+    let smtp = if options.smtp {
+        Some(SmtpServer::start().await)
+    } else {
+        None
+    };
     if let Some(smtp) = &smtp {
         env.insert("GI2_SMTP_URL".into(), format!("smtp://{}", smtp.addr));
     }
@@ -119,10 +143,13 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     env.insert("GI2_BIND".into(), format!("127.0.0.1:{port}"));
-    env.entry("GI2_PUBLIC_URL".into()).or_insert(format!("http://127.0.0.1:{port}"));
+    env.entry("GI2_PUBLIC_URL".into())
+        .or_insert(format!("http://127.0.0.1:{port}"));
 
     let config = Config::from_vars(env).expect("test configuration is valid");
-    let application = Application::build(config, options.workers).await.expect("the app starts");
+    let application = Application::build(config, options.workers)
+        .await
+        .expect("the app starts");
     let port = application.port();
     let state = application.state().clone();
     let shutdown = CancellationToken::new();
@@ -132,7 +159,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         port,
         db,
         state,
-        client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
         smtp,
         storage_dir,
         shutdown,
@@ -146,14 +176,22 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request sent")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     /// Stops the server and workers gracefully and waits for them.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
-            tokio::time::timeout(Duration::from_secs(30), server).await.expect("stops in time").unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(30), server)
+                .await
+                .expect("stops in time")
+                .unwrap()
+                .unwrap();
         }
     }
 }

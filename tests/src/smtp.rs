@@ -24,6 +24,29 @@ pub struct ReceivedMail {
 }
 
 impl ReceivedMail {
+    /// The text/plain part, decoded from quoted-printable or base64 as lettre sent it.
+    pub fn text_body(&self) -> String {
+        let Some(idx) = self.data.find("Content-Type: text/plain") else {
+            return self.data.clone();
+        };
+        let part = &self.data[idx..];
+        let headers_end = part.find("\r\n\r\n").map(|i| i + 4).unwrap_or(0);
+        let (headers, rest) = part.split_at(headers_end);
+        let body = rest.split("\r\n--").next().unwrap_or(rest);
+        if headers.contains("Content-Transfer-Encoding: base64") {
+            use base64::Engine;
+            let joined: String = body.split_whitespace().collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(joined)
+                .unwrap_or_default();
+            return String::from_utf8_lossy(&bytes).into_owned();
+        }
+        if headers.contains("Content-Transfer-Encoding: quoted-printable") {
+            return decode_quoted_printable(body);
+        }
+        body.to_string()
+    }
+
     /// The value of the first header named `name` (case-insensitive), unfolded.
     pub fn header(&self, name: &str) -> Option<String> {
         let head = self.data.split("\r\n\r\n").next()?;
@@ -94,7 +117,9 @@ impl SmtpServer {
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read);
         if self.down.load(Ordering::SeqCst) {
-            write.write_all(b"421 test.local Service not available\r\n").await?;
+            write
+                .write_all(b"421 test.local Service not available\r\n")
+                .await?;
             return Ok(());
         }
         write.write_all(b"220 test.local ESMTP ready\r\n").await?;
@@ -112,13 +137,27 @@ impl SmtpServer {
             } else if upper.starts_with("HELO") {
                 b"250 test.local\r\n"
             } else if upper.starts_with("MAIL FROM:") {
-                from = command[10..].trim().trim_matches(|c| c == '<' || c == '>').split_whitespace().next().unwrap_or("").trim_matches(|c| c == '<' || c == '>').to_string();
+                from = command[10..]
+                    .trim()
+                    .trim_matches(|c| c == '<' || c == '>')
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .trim_matches(|c| c == '<' || c == '>')
+                    .to_string();
                 b"250 OK\r\n"
             } else if upper.starts_with("RCPT TO:") {
-                to.push(command[8..].trim().trim_matches(|c| c == '<' || c == '>').to_string());
+                to.push(
+                    command[8..]
+                        .trim()
+                        .trim_matches(|c| c == '<' || c == '>')
+                        .to_string(),
+                );
                 b"250 OK\r\n"
             } else if upper == "DATA" {
-                write.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
+                write
+                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    .await?;
                 let mut data = String::new();
                 loop {
                     let mut l = String::new();
@@ -129,9 +168,17 @@ impl SmtpServer {
                         break;
                     }
                     // Undo dot-stuffing.
-                    data.push_str(l.strip_prefix('.').filter(|_| l.starts_with("..")).unwrap_or(&l));
+                    data.push_str(
+                        l.strip_prefix('.')
+                            .filter(|_| l.starts_with(".."))
+                            .unwrap_or(&l),
+                    );
                 }
-                self.received.lock().unwrap().push(ReceivedMail { from: std::mem::take(&mut from), to: std::mem::take(&mut to), data });
+                self.received.lock().unwrap().push(ReceivedMail {
+                    from: std::mem::take(&mut from),
+                    to: std::mem::take(&mut to),
+                    data,
+                });
                 b"250 OK queued\r\n"
             } else if upper == "QUIT" {
                 write.write_all(b"221 Bye\r\n").await?;
@@ -144,4 +191,28 @@ impl SmtpServer {
             write.write_all(reply).await?;
         }
     }
+}
+
+fn decode_quoted_printable(body: &str) -> String {
+    let joined = body.replace("=\r\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'=' && i + 2 < bytes.len())
+            .then(|| {
+                std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .flatten();
+        if let Some(b) = escaped {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -35,4 +35,154 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(jobs, outbox_mails,);
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        email -> Text,
+        email_normalized -> Text,
+        name -> Text,
+        avatar_url -> Nullable<Text>,
+        password_hash -> Nullable<Text>,
+        email_verified_at -> Nullable<Timestamptz>,
+        terms_version -> Nullable<Text>,
+        terms_accepted_at -> Nullable<Timestamptz>,
+        disabled_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        client -> Text,
+        auth_method -> Text,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        created_at -> Timestamptz,
+        last_used_at -> Timestamptz,
+        last_ip -> Nullable<Text>,
+        last_user_agent -> Nullable<Text>,
+        expires_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+        revoked_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (id) {
+        id -> Uuid,
+        session_id -> Uuid,
+        user_id -> Uuid,
+        token_hash -> Bytea,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        rotated_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    email_tokens (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        purpose -> Text,
+        token_hash -> Bytea,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    activity_events (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        kind -> Text,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        details -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    consents (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        analytics -> Bool,
+        marketing -> Bool,
+        policy_version -> Text,
+        ip -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    rate_limits (key) {
+        key -> Text,
+        window_start -> Timestamptz,
+        count -> Int4,
+    }
+}
+
+diesel::table! {
+    identities (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        provider -> Text,
+        subject -> Text,
+        email -> Nullable<Text>,
+        created_at -> Timestamptz,
+        last_used_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    oauth_states (state_hash) {
+        state_hash -> Bytea,
+        provider -> Text,
+        pkce_verifier -> Text,
+        redirect_to -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        name -> Text,
+        prefix -> Text,
+        key_hash -> Bytea,
+        expires_at -> Nullable<Timestamptz>,
+        daily_credit_limit -> Nullable<Int8>,
+        last_used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(refresh_tokens -> sessions (session_id));
+diesel::joinable!(email_tokens -> users (user_id));
+diesel::joinable!(activity_events -> users (user_id));
+diesel::joinable!(consents -> users (user_id));
+diesel::joinable!(identities -> users (user_id));
+diesel::joinable!(api_keys -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    activity_events,
+    api_keys,
+    consents,
+    email_tokens,
+    identities,
+    jobs,
+    oauth_states,
+    outbox_mails,
+    rate_limits,
+    refresh_tokens,
+    sessions,
+    users,
+);

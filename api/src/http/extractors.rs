@@ -78,7 +78,74 @@ fn serde_field_error(message: &str, fallback: &str) -> FieldError {
 
 #[cfg(test)]
 mod tests {
+    use actix_web::{App, HttpResponse, test as actix_test};
+
     use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[allow(dead_code)]
+        name: String,
+    }
+
+    async fn echo(_body: web::Json<Named>) -> HttpResponse {
+        HttpResponse::NoContent().finish()
+    }
+
+    async fn call(content_type: &str, body: &'static str) -> (u16, serde_json::Value) {
+        let app = actix_test::init_service(
+            App::new()
+                .app_data(json_config(64))
+                .route("/", web::post().to(echo)),
+        )
+        .await;
+        let req = actix_test::TestRequest::post()
+            .uri("/")
+            .insert_header(("content-type", content_type))
+            .set_payload(body)
+            .to_request();
+        let res = actix_test::call_service(&app, req).await;
+        let status = res.status().as_u16();
+        assert_eq!(
+            res.headers().get("content-type").unwrap(),
+            "application/problem+json"
+        );
+        (status, actix_test::read_body_json(res).await)
+    }
+
+    #[actix_web::test]
+    async fn json_failures_are_problems() {
+        let (status, body) = call("application/json", "{\"name\":").await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("malformed_json"))
+        );
+        let (status, body) = call("application/json", "{}").await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("validation_failed"))
+        );
+        assert_eq!(body["errors"][0]["field"], "name");
+        let (status, body) = call("application/json", "{\"name\": 5}").await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("validation_failed"))
+        );
+        let (status, body) = call("text/plain", "{\"name\":\"x\"}").await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (415, Some("unsupported_media_type"))
+        );
+        let (status, body) = call(
+            "application/json",
+            "{\"name\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (413, Some("payload_too_large"))
+        );
+    }
 
     #[test]
     fn names_missing_and_unknown_fields() {

@@ -1,16 +1,24 @@
-//! The PostgreSQL job queue (interface; the queue helper fills in the bodies).
+//! The PostgreSQL job queue.
 //!
 //! Jobs are enqueued inside the caller's transaction, claimed with `FOR UPDATE SKIP LOCKED`
 //! under a renewable lease, retried with exponential backoff, and woken by LISTEN/NOTIFY.
+//! Delivery is at least once: a job whose worker dies runs again once its lease expires.
+
+mod listen;
+mod worker;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use diesel_async::AsyncPgConnection;
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::db::DbPool;
+use crate::db::{DbPool, schema::jobs};
+
+/// The channel the insert/requeue trigger notifies (see the jobs migration).
+pub(crate) const CHANNEL: &str = "gi2_jobs";
 
 /// What to enqueue.
 #[derive(Debug, Clone)]
@@ -35,13 +43,56 @@ impl NewJob {
         self.max_attempts = n;
         self
     }
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
 }
 
 /// Inserts the job using the caller's connection, so it commits (and wakes a worker)
 /// together with whatever the caller's transaction wrote.
 pub async fn enqueue(conn: &mut AsyncPgConnection, job: NewJob) -> diesel::QueryResult<Uuid> {
-    let _ = (conn, job);
-    Err(diesel::result::Error::NotFound)
+    let id = Uuid::now_v7();
+    diesel::insert_into(jobs::table)
+        .values((
+            jobs::id.eq(id),
+            jobs::kind.eq(job.kind),
+            jobs::payload.eq(job.payload),
+            jobs::max_attempts.eq(job.max_attempts),
+            // `None` leaves the column to its default, the database's now().
+            job.run_at.map(|at| jobs::run_at.eq(at)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(id)
+}
+
+/// A whole `jobs` row.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = jobs, check_for_backend(diesel::pg::Pg))]
+pub struct JobRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub locked_by: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One job by id, for tests and operations.
+pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> diesel::QueryResult<JobRow> {
+    jobs::table
+        .find(id)
+        .select(JobRow::as_select())
+        .first(conn)
+        .await
 }
 
 /// What a handler sees of the job it runs.
@@ -107,6 +158,10 @@ pub struct WorkerOptions {
 
 /// Runs workers until `shutdown` is cancelled; then stops claiming, lets running jobs
 /// finish within the grace period, and releases the rest back to the queue.
+///
+/// Database errors are logged and retried, never returned. Dropping (or aborting) the
+/// future stops everything at once without releasing: the jobs it held run again once
+/// their leases expire, as if the process had died.
 pub async fn run_workers(
     pool: DbPool,
     database_url: String,
@@ -114,15 +169,45 @@ pub async fn run_workers(
     options: WorkerOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let _ = (pool, database_url, registry, options);
-    shutdown.cancelled().await;
-    Ok(())
+    worker::run(pool, database_url, registry, options, shutdown).await
 }
 
 /// Queue depth by kind and status (`queued`, `running`), for `/metrics`.
 pub async fn depth(
     conn: &mut AsyncPgConnection,
 ) -> diesel::QueryResult<Vec<(String, String, i64)>> {
-    let _ = conn;
-    Ok(Vec::new())
+    jobs::table
+        .filter(jobs::status.eq_any(["queued", "running"]))
+        .group_by((jobs::kind, jobs::status))
+        .select((jobs::kind, jobs::status, diesel::dsl::count_star()))
+        .load(conn)
+        .await
+}
+
+/// The delay before retrying after failed attempt `attempt` (1-based):
+/// `base * 2^(attempt-1)`, capped at `max`. Jitter is added by the caller.
+pub fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
+    let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0);
+    2u32.checked_pow(exponent)
+        .and_then(|factor| base.checked_mul(factor))
+        .map_or(max, |delay| delay.min(max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let base = Duration::from_secs(2);
+        let max = Duration::from_secs(60);
+        let delays: Vec<u64> = (1..=7).map(|a| backoff(a, base, max).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60]);
+        // No attempt yet behaves like the first; huge attempts saturate instead of overflowing.
+        assert_eq!(backoff(0, base, max), base);
+        assert_eq!(backoff(-3, base, max), base);
+        assert_eq!(backoff(40, base, max), max);
+        assert_eq!(backoff(i32::MAX, base, max), max);
+        assert_eq!(backoff(3, Duration::ZERO, max), Duration::ZERO);
+    }
 }

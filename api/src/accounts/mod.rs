@@ -1,0 +1,6 @@
+//! Users: the account row, its public view, and the input types that validate themselves.
+
+pub mod consents;
+pub mod users;
+
+pub use users::{User, UserView};

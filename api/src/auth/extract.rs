@@ -1,0 +1,170 @@
+//! Authentication of a request: `Authorization: Bearer <access JWT | API key>`.
+//!
+//! A JWT is only as good as its session: every request checks the session row by primary
+//! key, so a revoked session, a reset password or a disabled account stops working at once.
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use futures::future::LocalBoxFuture;
+use uuid::Uuid;
+
+use super::tokens;
+use crate::{
+    db::schema::{api_keys, sessions, users},
+    error::ApiError,
+    state::AppState,
+};
+
+/// API keys start with this, so a bearer value is recognisable at a glance (and in leaks).
+pub const API_KEY_PREFIX: &str = "gi2_";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// A signed-in session (SPA or mobile app).
+    Session(Uuid),
+    /// An integrator's API key.
+    ApiKey(Uuid),
+}
+
+/// Any authenticated caller: a session's access token or an API key. For read and
+/// generation routes.
+#[derive(Debug, Clone, Copy)]
+pub struct Auth {
+    pub user_id: Uuid,
+    pub credential: Credential,
+}
+
+/// A signed-in session only: account-security routes (password, keys, sessions, deletion)
+/// refuse API keys with 403.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionAuth {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+}
+
+fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
+    let value = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized(
+            "unauthorized",
+            "Send `Authorization: Bearer <access token or API key>`.",
+        )
+    })?;
+    let value = value.to_str().map_err(|_| {
+        ApiError::unauthorized("invalid_token", "The Authorization header is not valid.")
+    })?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim().to_owned())
+        }
+        _ => Err(ApiError::unauthorized(
+            "invalid_token",
+            "Use the Bearer scheme: `Authorization: Bearer <token>`.",
+        )),
+    }
+}
+
+async fn authenticate(state: web::Data<AppState>, token: String) -> Result<Auth, ApiError> {
+    let mut conn = state.pool.get().await?;
+    if token.starts_with(API_KEY_PREFIX) {
+        let hash = tokens::hash_token(&token);
+        let key: Option<(Uuid, Uuid)> = api_keys::table
+            .inner_join(users::table)
+            .filter(api_keys::key_hash.eq(hash))
+            .filter(api_keys::revoked_at.is_null())
+            .filter(
+                api_keys::expires_at
+                    .is_null()
+                    .or(api_keys::expires_at.gt(diesel::dsl::now)),
+            )
+            .filter(users::disabled_at.is_null())
+            .select((api_keys::id, api_keys::user_id))
+            .first(&mut conn)
+            .await
+            .optional()?;
+        let (key_id, user_id) = key.ok_or_else(|| {
+            ApiError::unauthorized(
+                "invalid_api_key",
+                "The API key is unknown, revoked or expired.",
+            )
+        })?;
+        // Cheap: at most one write a minute per key.
+        diesel::sql_query(
+            "UPDATE api_keys SET last_used_at = now() WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(key_id)
+        .execute(&mut conn)
+        .await?;
+        return Ok(Auth {
+            user_id,
+            credential: Credential::ApiKey(key_id),
+        });
+    }
+    let claims = state.jwt.verify(&token).ok_or_else(|| {
+        ApiError::unauthorized(
+            "invalid_token",
+            "The access token is invalid or expired; refresh it.",
+        )
+    })?;
+    let live: Option<Uuid> = sessions::table
+        .inner_join(users::table)
+        .filter(sessions::id.eq(claims.sid))
+        .filter(sessions::user_id.eq(claims.sub))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::expires_at.gt(diesel::dsl::now))
+        .filter(users::disabled_at.is_null())
+        .select(sessions::id)
+        .first(&mut conn)
+        .await
+        .optional()?;
+    live.ok_or_else(|| {
+        ApiError::unauthorized("session_revoked", "This session has ended; sign in again.")
+    })?;
+    Ok(Auth {
+        user_id: claims.sub,
+        credential: Credential::Session(claims.sid),
+    })
+}
+
+impl FromRequest for Auth {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer(req);
+        Box::pin(async move {
+            let state =
+                state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
+            authenticate(state, token?).await
+        })
+    }
+}
+
+impl FromRequest for SessionAuth {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let auth = Auth::from_request(req, payload);
+        Box::pin(async move {
+            match auth.await? {
+                Auth {
+                    user_id,
+                    credential: Credential::Session(session_id),
+                } => Ok(Self {
+                    user_id,
+                    session_id,
+                }),
+                Auth {
+                    credential: Credential::ApiKey(_),
+                    ..
+                } => Err(ApiError::Forbidden(
+                    "API keys cannot manage account security; sign in to do this.".into(),
+                )),
+            }
+        })
+    }
+}

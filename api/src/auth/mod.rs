@@ -1,0 +1,13 @@
+//! Authentication: passwords, tokens, sessions, request extractors, abuse controls.
+
+pub mod activity;
+pub mod client;
+pub mod cookie;
+pub mod extract;
+pub mod password;
+pub mod rate_limit;
+pub mod sessions;
+pub mod tokens;
+
+pub use client::ClientInfo;
+pub use extract::{Auth, Credential, SessionAuth};

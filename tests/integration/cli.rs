@@ -1,0 +1,128 @@
+//! The `gptimage2` binary: configuration errors, the spec printer, operator commands.
+
+use std::process::Command;
+
+fn binary() -> String {
+    std::env::var("GI2_TEST_BIN").unwrap_or_else(|_| {
+        // target/debug/deps/integration-… → target/debug/gptimage2
+        let exe = std::env::current_exe().unwrap();
+        exe.parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("gptimage2")
+            .display()
+            .to_string()
+    })
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "run {} (build it with `cargo build -p gptimage2-api`): {e}",
+            binary()
+        )
+    })
+}
+
+#[test]
+fn invalid_configuration_fails_with_one_line_naming_the_variable() {
+    let out = run(&["serve"], &[("GI2_BIND", "not-an-address")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("GI2_BIND"), "{stderr}");
+
+    let out = run(&["serve"], &[("GI2_ENV", "production")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GI2_URL_SIGNING_KEY"));
+}
+
+#[test]
+fn secrets_never_reach_the_output() {
+    let secret = "super-secret-password-that-must-not-leak";
+    let url = format!("postgres://postgres:{secret}@127.0.0.1:1/nowhere");
+    let out = run(
+        &["migrate"],
+        &[
+            ("GI2_DATABASE_URL", &url),
+            ("GI2_JWT_SECRET", "jwt-secret-jwt-secret-jwt-secret-jwt"),
+        ],
+    );
+    assert!(!out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(secret), "the database password leaked: {all}");
+    assert!(
+        !all.contains("jwt-secret-jwt"),
+        "the JWT secret leaked: {all}"
+    );
+    assert!(
+        all.contains("127.0.0.1:1"),
+        "the error names where it tried: {all}"
+    );
+}
+
+#[test]
+fn openapi_subcommand_prints_the_committed_spec() {
+    let out = run(&["openapi"], &[]);
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../openapi/openapi.json"
+    ))
+    .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), committed);
+}
+
+#[tokio::test]
+async fn admin_send_test_mail_queues_a_mail() {
+    let db = gptimage2_tests::fresh_database().await;
+    let dir = gptimage2_tests::tempfile_dir::TempDir::new();
+    let storage_dir = dir.0.display().to_string();
+    let out = run(
+        &["admin", "send-test-mail", "--to", "ops@example.com"],
+        &[
+            ("GI2_DATABASE_URL", &db.url),
+            ("GI2_STORAGE_DIR", &storage_dir),
+            ("GI2_LOG", "warn"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = db.client().await;
+    let row = client
+        .query_one("SELECT to_address, template, status FROM outbox_mails", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "ops@example.com");
+    assert_eq!(row.get::<_, String>(2), "pending");
+    let jobs: i64 = client
+        .query_one("SELECT count(*) FROM jobs WHERE kind = 'send_mail'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 1, "a delivery job is queued with it");
+
+    let bad = run(
+        &["admin", "send-test-mail", "--to", "not an address"],
+        &[
+            ("GI2_DATABASE_URL", &db.url),
+            ("GI2_STORAGE_DIR", &storage_dir),
+        ],
+    );
+    assert!(!bad.status.success());
+}
