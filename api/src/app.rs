@@ -28,12 +28,14 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let pool = db::build_pool(&database_url, config.database_pool_size)?;
     let store = storage::from_config(&config).await?;
     let jwt = Arc::new(crate::auth::tokens::JwtKeys::from_config(&config)?);
+    let http = crate::auth::oauth::http_client()?;
     Ok(AppState {
         config: Arc::new(config),
         pool,
         store,
         metrics: Arc::new(Metrics::new()),
         jwt,
+        http,
     })
 }
 
@@ -63,6 +65,35 @@ pub fn worker_options(config: &Config) -> jobs::WorkerOptions {
         shutdown_grace: config.shutdown_grace,
         backoff_base: Duration::from_secs(2),
         backoff_max: Duration::from_secs(3600),
+    }
+}
+
+/// Periodic housekeeping done by worker processes: expiring credit grants and dropping
+/// stale rate-limit windows and abandoned OAuth states.
+pub async fn maintenance(state: AppState, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(mut conn) = state.pool.get().await else {
+            continue;
+        };
+        match crate::credits::ledger::expire_due(&mut conn).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(credits = n, "expired credit grants"),
+            Err(e) => tracing::warn!(error = %e, "expiring credit grants failed"),
+        }
+        use diesel_async::RunQueryDsl;
+        for sql in [
+            "DELETE FROM rate_limits WHERE window_start < now() - interval '1 day'",
+            "DELETE FROM oauth_states WHERE expires_at < now()",
+        ] {
+            if let Err(e) = diesel::sql_query(sql).execute(&mut conn).await {
+                tracing::warn!(error = %e, "housekeeping query failed");
+            }
+        }
     }
 }
 
@@ -102,6 +133,11 @@ impl Application {
         let handle: ServerHandle = self.server.handle();
         let server = tokio::spawn(self.server);
         let workers = if self.with_workers {
+            tokio::spawn(maintenance(
+                self.state.clone(),
+                Duration::from_secs(60),
+                shutdown.clone(),
+            ));
             let registry = job_registry(&self.state)?;
             Some(tokio::spawn(jobs::run_workers(
                 self.state.pool.clone(),

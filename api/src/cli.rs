@@ -40,6 +40,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AdminTask {
+    /// Grant credits to a user (recorded as an admin grant in their ledger).
+    GrantCredits {
+        #[arg(long)]
+        email: String,
+        /// Credits to add (1 – 100,000,000).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=100_000_000))]
+        amount: i64,
+        /// When they expire (RFC 3339, e.g. 2027-01-31T00:00:00Z); never by default.
+        #[arg(long)]
+        expires: Option<chrono::DateTime<chrono::Utc>>,
+        /// Shown in the user's ledger.
+        #[arg(long, default_value = "Granted by support")]
+        reason: String,
+    },
     /// Queue a test mail to check delivery (delivered by a running worker).
     SendTestMail {
         #[arg(long)]
@@ -106,12 +120,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let state = app::build_state(config).await?;
             let registry = app::job_registry(&state)?;
             tracing::info!(kinds = ?registry.kinds(), "worker started");
+            let shutdown = app::shutdown_on_signals();
+            tokio::spawn(app::maintenance(
+                state.clone(),
+                std::time::Duration::from_secs(60),
+                shutdown.clone(),
+            ));
             crate::jobs::run_workers(
                 state.pool.clone(),
                 state.config.database_url.expose().to_string(),
                 registry,
                 app::worker_options(&state.config),
-                app::shutdown_on_signals(),
+                shutdown,
             )
             .await
         }
@@ -131,6 +151,36 @@ async fn admin(task: AdminTask, config: Config) -> anyhow::Result<()> {
     let state = app::build_state(config).await?;
     let mut conn = state.pool.get().await?;
     match task {
+        AdminTask::GrantCredits {
+            email,
+            amount,
+            expires,
+            reason,
+        } => {
+            if expires.is_some_and(|at| at <= chrono::Utc::now()) {
+                anyhow::bail!("--expires must be in the future");
+            }
+            let user = crate::accounts::users::find_by_email(&mut conn, &email)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no account with email {email}"))?;
+            let grant = crate::credits::ledger::grant(
+                &mut conn,
+                crate::credits::ledger::NewGrant {
+                    user_id: user.id,
+                    amount,
+                    source: crate::credits::GrantSource::Admin,
+                    expires_at: expires,
+                    reference: None,
+                    description: &reason,
+                },
+            )
+            .await?;
+            let summary = crate::credits::ledger::summary(&mut conn, user.id).await?;
+            println!(
+                "granted {amount} credits to {email} (grant {grant}); available now {}",
+                summary.available
+            );
+        }
         AdminTask::SendTestMail { to } => {
             to.parse::<lettre::message::Mailbox>()
                 .map_err(|e| anyhow::anyhow!("--to: {e}"))?;

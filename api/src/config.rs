@@ -91,6 +91,7 @@ pub struct Config {
     pub jwt_previous_secrets: Vec<Secret>,
     pub auth: AuthConfig,
     pub oauth: OAuthConfig,
+    pub billing: BillingConfig,
     pub smtp_url: Option<Secret>,
     pub mail_from: String,
     pub worker_concurrency: usize,
@@ -126,6 +127,33 @@ pub struct AuthConfig {
     pub privacy_policy_version: String,
     pub privacy_policy_updated_at: String,
     pub privacy_policy_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BillingConfig {
+    pub catalog: crate::billing::catalog::Catalog,
+    pub stripe: Option<StripeConfig>,
+    pub creem: Option<CreemConfig>,
+    /// Plan credits stay usable this long after their period ends.
+    pub grace: Duration,
+    /// A mail goes out once when the available balance drops below this.
+    pub low_balance_threshold: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    pub secret_key: Secret,
+    pub webhook_secret: Secret,
+    /// The API's base URL (tests point it at a local stand-in).
+    pub api_base: Url,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreemConfig {
+    pub api_key: Secret,
+    pub webhook_secret: Secret,
+    /// `https://api.creem.io` live, `https://test-api.creem.io` test mode.
+    pub api_base: Url,
 }
 
 #[derive(Debug, Clone)]
@@ -317,6 +345,54 @@ impl Config {
             )?,
         };
 
+        let catalog = match env.get("BILLING_CATALOG") {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    env.error("BILLING_CATALOG", format!("cannot read {path}: {e}"))
+                })?;
+                crate::billing::catalog::Catalog::parse(&text)
+                    .map_err(|e| env.error("BILLING_CATALOG", e))?
+            }
+            None => crate::billing::catalog::Catalog::builtin(),
+        };
+        let url_var = |name: &str, default: &str| -> Result<Url, ConfigError> {
+            let raw = env.get(name).unwrap_or_else(|| default.to_string());
+            Url::parse(&raw).map_err(|e| env.error(name, e.to_string()))
+        };
+        let stripe = match env.get("STRIPE_SECRET_KEY") {
+            Some(key) => Some(StripeConfig {
+                secret_key: Secret::new(key),
+                webhook_secret: Secret::new(env.get("STRIPE_WEBHOOK_SECRET").ok_or_else(|| {
+                    env.error(
+                        "STRIPE_WEBHOOK_SECRET",
+                        "required when GI2_STRIPE_SECRET_KEY is set",
+                    )
+                })?),
+                api_base: url_var("STRIPE_API_BASE", "https://api.stripe.com")?,
+            }),
+            None => None,
+        };
+        let creem = match env.get("CREEM_API_KEY") {
+            Some(key) => Some(CreemConfig {
+                api_key: Secret::new(key),
+                webhook_secret: Secret::new(env.get("CREEM_WEBHOOK_SECRET").ok_or_else(|| {
+                    env.error(
+                        "CREEM_WEBHOOK_SECRET",
+                        "required when GI2_CREEM_API_KEY is set",
+                    )
+                })?),
+                api_base: url_var("CREEM_API_BASE", "https://api.creem.io")?,
+            }),
+            None => None,
+        };
+        let billing = BillingConfig {
+            catalog,
+            stripe,
+            creem,
+            grace: Duration::from_secs(env.parse::<u64>("BILLING_GRACE_DAYS", "3")? * 86_400),
+            low_balance_threshold: env.parse_min("LOW_BALANCE_THRESHOLD", "20", 0)?,
+        };
+
         let smtp_url = env.get("SMTP_URL").map(Secret::new);
         if let Some(smtp) = &smtp_url {
             let url = Url::parse(smtp.expose()).map_err(|_| {
@@ -352,6 +428,7 @@ impl Config {
             jwt_previous_secrets,
             auth,
             oauth,
+            billing,
             smtp_url,
             mail_from: env
                 .get("MAIL_FROM")

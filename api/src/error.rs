@@ -94,6 +94,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("not found")]
     NotFound,
+    /// A 404 with its own code (e.g. `no_customer`), where plain `not_found` says too little.
+    #[error("{detail}")]
+    Missing { code: &'static str, detail: String },
     #[error("method not allowed")]
     MethodNotAllowed { allow: Vec<String> },
     #[error("{detail}")]
@@ -106,6 +109,9 @@ pub enum ApiError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("{detail}")]
     Unavailable { code: &'static str, detail: String },
+    /// An upstream service (a payment provider) refused or failed.
+    #[error("{detail}")]
+    BadGateway { code: &'static str, detail: String },
     /// Anything unexpected: logged with its cause chain, shown to the client as a request id only.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -144,11 +150,27 @@ impl ApiError {
         }
     }
 
+    pub fn missing(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Missing {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bad_gateway(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::BadGateway {
+            code,
+            detail: detail.into(),
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. }
             | Self::Conflict { code, .. }
             | Self::Unavailable { code, .. }
+            | Self::Missing { code, .. }
+            | Self::BadGateway { code, .. }
             | Self::Unauthorized { code, .. } => code,
             Self::Validation(_) => "validation_failed",
             Self::Forbidden(_) => "forbidden",
@@ -167,13 +189,14 @@ impl ApiError {
             Self::Validation(_) => "Validation failed",
             Self::Unauthorized { .. } => "Unauthorized",
             Self::Forbidden(_) => "Forbidden",
-            Self::NotFound => "Not found",
+            Self::NotFound | Self::Missing { .. } => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
             Self::Conflict { .. } => "Conflict",
             Self::PayloadTooLarge { .. } => "Payload too large",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::TooManyRequests { .. } => "Too many requests",
             Self::Unavailable { .. } => "Service unavailable",
+            Self::BadGateway { .. } => "Bad gateway",
             Self::Internal(_) => "Internal server error",
         }
     }
@@ -219,13 +242,14 @@ impl ResponseError for ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::Missing { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

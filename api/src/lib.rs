@@ -3,8 +3,10 @@
 pub mod accounts;
 pub mod app;
 pub mod auth;
+pub mod billing;
 pub mod cli;
 pub mod config;
+pub mod credits;
 pub mod db;
 pub mod error;
 pub mod http;

@@ -17,8 +17,16 @@ Errors are RFC 9457 `application/problem+json` with a stable `code`.",
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     modifiers(&SecuritySchemes),
     tags(
+        (name = "auth", description = "Registration, sign-in, tokens and password reset"),
+        (name = "account", description = "The signed-in user's profile, sessions, security log and consents"),
+        (name = "credits", description = "Balances, grants and the credit ledger"),
+        (name = "billing", description = "Plans, credit packs, checkout and receipts (Stripe, Creem)"),
+        (name = "webhooks", description = "Signed event deliveries from the payment providers"),
+        (name = "legal", description = "Policies in force"),
         (name = "ops", description = "Liveness, readiness and metrics"),
         (name = "storage", description = "Signed downloads of stored objects"),
+        (name = "oauth", description = "Sign in with Google or GitHub (authorization code with PKCE)"),
+        (name = "api-keys", description = "Keys for integrators: the secret is shown once and stored hashed"),
     )
 )]
 struct BaseDoc;

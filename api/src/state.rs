@@ -13,4 +13,6 @@ pub struct AppState {
     pub store: Arc<dyn ObjectStore>,
     pub metrics: Arc<Metrics>,
     pub jwt: Arc<JwtKeys>,
+    /// Outbound calls to OAuth providers (cheap to clone; shares one connection pool).
+    pub http: reqwest::Client,
 }

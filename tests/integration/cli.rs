@@ -126,3 +126,80 @@ async fn admin_send_test_mail_queues_a_mail() {
     );
     assert!(!bad.status.success());
 }
+
+#[tokio::test]
+async fn admin_grant_credits_writes_an_admin_grant() {
+    let app = gptimage2_tests::spawn_app_with(gptimage2_tests::AppOptions {
+        workers: false,
+        smtp: false,
+        ..Default::default()
+    })
+    .await;
+    let user = app.register_user().await;
+    let dir = gptimage2_tests::tempfile_dir::TempDir::new();
+    let storage_dir = dir.0.display().to_string();
+    let env = [
+        ("GI2_DATABASE_URL", app.db.url.as_str()),
+        ("GI2_STORAGE_DIR", storage_dir.as_str()),
+        ("GI2_LOG", "warn"),
+    ];
+    let out = run(
+        &[
+            "admin",
+            "grant-credits",
+            "--email",
+            &user.email.to_uppercase(),
+            "--amount",
+            "250",
+            "--expires",
+            "2099-01-01T00:00:00Z",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("granted 250 credits"));
+    let credits: serde_json::Value = app
+        .get_auth("/v1/credits", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(credits["available"], 250);
+    assert_eq!(credits["grants"][0]["source"], "admin");
+
+    for bad in [
+        vec![
+            "admin",
+            "grant-credits",
+            "--email",
+            "nobody@example.com",
+            "--amount",
+            "5",
+        ],
+        vec![
+            "admin",
+            "grant-credits",
+            "--email",
+            &user.email,
+            "--amount",
+            "0",
+        ],
+        vec![
+            "admin",
+            "grant-credits",
+            "--email",
+            &user.email,
+            "--amount",
+            "5",
+            "--expires",
+            "2001-01-01T00:00:00Z",
+        ],
+    ] {
+        assert!(!run(&bad, &env).status.success(), "{bad:?} must fail");
+    }
+    app.assert_ledger_invariants().await;
+}

@@ -1,11 +1,16 @@
 //! The one integration-test binary: every file here is a module.
 
+mod api_keys;
 mod auth;
+mod billing_creem;
+mod billing_stripe;
 mod cli;
+mod credits;
 mod errors;
 mod http_basics;
 mod jobs;
 mod mail;
 mod migrations;
+mod oauth;
 mod openapi;
 mod storage;

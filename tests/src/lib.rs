@@ -1,9 +1,13 @@
 //! The test harness: a real server on port 0 with a fresh database (cloned from a migrated
 //! template) and a fresh bucket on the test S3 server, plus local stand-ins for SMTP.
 
+pub mod creem_fake;
+
 pub mod db;
+pub mod oauth_fake;
 pub mod s3;
 pub mod smtp;
+pub mod stripe_fake;
 pub mod users;
 
 use std::{collections::HashMap, time::Duration};

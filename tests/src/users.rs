@@ -135,3 +135,55 @@ pub fn token_in(text: &str, path: &str) -> Option<String> {
         .collect();
     (!token.is_empty()).then_some(token)
 }
+
+impl TestApp {
+    /// Creates an API key through the API with a session token: returns (id, secret key).
+    pub async fn issue_api_key(&self, access_token: &str, name: &str) -> (String, String) {
+        let res = self
+            .client
+            .post(self.url("/v1/me/api-keys"))
+            .bearer_auth(access_token)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(res.status(), StatusCode::CREATED, "API key creation failed");
+        let body: Value = res.json().await.unwrap();
+        (
+            body["id"].as_str().unwrap().to_string(),
+            body["key"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+impl TestApp {
+    /// Grants `amount` credits to `user` through the ledger (as an operator would).
+    pub async fn grant_credits(&self, user_id: &str, amount: i64) -> uuid::Uuid {
+        let mut conn = self.state.pool.get().await.unwrap();
+        gptimage2::credits::ledger::grant(
+            &mut conn,
+            gptimage2::credits::ledger::NewGrant {
+                user_id: user_id.parse().unwrap(),
+                amount,
+                source: gptimage2::credits::GrantSource::Promotion,
+                expires_at: None,
+                reference: None,
+                description: "test grant",
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Panics when any balance disagrees with the ledger, grants or holds.
+    pub async fn assert_ledger_invariants(&self) {
+        let mut conn = self.state.pool.get().await.unwrap();
+        let problems = gptimage2::credits::ledger::check_invariants(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            problems.is_empty(),
+            "ledger invariants broken: {problems:#?}"
+        );
+    }
+}

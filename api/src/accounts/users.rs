@@ -25,9 +25,12 @@ pub struct User {
 /// The caller's credit balance, as part of the profile.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreditsSummary {
-    /// Credits available to spend.
-    #[schema(example = 0)]
+    /// All unspent credits, including those reserved by running generations.
+    #[schema(example = 120)]
     pub balance: i64,
+    /// Credits free to spend now.
+    #[schema(example = 100)]
+    pub available: i64,
 }
 
 /// A user's profile.
@@ -59,9 +62,25 @@ impl UserView {
             avatar_url: user.avatar_url.clone(),
             has_password: user.password_hash.is_some(),
             created_at: user.created_at,
-            credits: CreditsSummary { balance: 0 },
+            credits: CreditsSummary {
+                balance: 0,
+                available: 0,
+            },
             plan: None,
         }
+    }
+}
+
+impl UserView {
+    /// The view with the user's current balances.
+    pub async fn load(conn: &mut AsyncPgConnection, user: &User) -> QueryResult<Self> {
+        let summary = crate::credits::ledger::summary(conn, user.id).await?;
+        let mut view = Self::of(user);
+        view.credits = CreditsSummary {
+            balance: summary.balance(),
+            available: summary.available,
+        };
+        Ok(view)
     }
 }
 

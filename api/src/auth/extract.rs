@@ -9,7 +9,7 @@ use diesel_async::RunQueryDsl;
 use futures::future::LocalBoxFuture;
 use uuid::Uuid;
 
-use super::tokens;
+use super::{ClientInfo, tokens};
 use crate::{
     db::schema::{api_keys, sessions, users},
     error::ApiError,
@@ -66,7 +66,11 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     }
 }
 
-async fn authenticate(state: web::Data<AppState>, token: String) -> Result<Auth, ApiError> {
+async fn authenticate(
+    state: web::Data<AppState>,
+    token: String,
+    client: ClientInfo,
+) -> Result<Auth, ApiError> {
     let mut conn = state.pool.get().await?;
     if token.starts_with(API_KEY_PREFIX) {
         let hash = tokens::hash_token(&token);
@@ -108,20 +112,31 @@ async fn authenticate(state: web::Data<AppState>, token: String) -> Result<Auth,
             "The access token is invalid or expired; refresh it.",
         )
     })?;
-    let live: Option<Uuid> = sessions::table
+    let last_used: Option<chrono::DateTime<chrono::Utc>> = sessions::table
         .inner_join(users::table)
         .filter(sessions::id.eq(claims.sid))
         .filter(sessions::user_id.eq(claims.sub))
         .filter(sessions::revoked_at.is_null())
         .filter(sessions::expires_at.gt(diesel::dsl::now))
         .filter(users::disabled_at.is_null())
-        .select(sessions::id)
+        .select(sessions::last_used_at)
         .first(&mut conn)
         .await
         .optional()?;
-    live.ok_or_else(|| {
+    let last_used = last_used.ok_or_else(|| {
         ApiError::unauthorized("session_revoked", "This session has ended; sign in again.")
     })?;
+    // "Last used" for the session list, written at most once a minute per session.
+    if chrono::Utc::now() - last_used > chrono::Duration::minutes(1) {
+        diesel::update(sessions::table.find(claims.sid))
+            .set((
+                sessions::last_used_at.eq(diesel::dsl::now),
+                sessions::last_ip.eq(&client.ip),
+                sessions::last_user_agent.eq(&client.user_agent),
+            ))
+            .execute(&mut conn)
+            .await?;
+    }
     Ok(Auth {
         user_id: claims.sub,
         credential: Credential::Session(claims.sid),
@@ -135,10 +150,11 @@ impl FromRequest for Auth {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer(req);
+        let client = ClientInfo::of(req);
         Box::pin(async move {
             let state =
                 state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
-            authenticate(state, token?).await
+            authenticate(state, token?, client).await
         })
     }
 }

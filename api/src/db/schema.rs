@@ -172,7 +172,140 @@ diesel::joinable!(consents -> users (user_id));
 diesel::joinable!(identities -> users (user_id));
 diesel::joinable!(api_keys -> users (user_id));
 
+diesel::table! {
+    credit_accounts (user_id) {
+        user_id -> Uuid,
+        available -> Int8,
+        held -> Int8,
+        low_balance_notified -> Bool,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    credit_grants (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        source -> Text,
+        amount -> Int8,
+        remaining -> Int8,
+        expires_at -> Nullable<Timestamptz>,
+        expired_at -> Nullable<Timestamptz>,
+        reference -> Nullable<Text>,
+        description -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    credit_holds (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        amount -> Int8,
+        status -> Text,
+        captured -> Int8,
+        reference -> Nullable<Text>,
+        api_key_id -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        settled_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    credit_hold_allocations (hold_id, grant_id) {
+        hold_id -> Uuid,
+        grant_id -> Uuid,
+        amount -> Int8,
+    }
+}
+
+diesel::table! {
+    ledger_entries (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        kind -> Text,
+        available_delta -> Int8,
+        held_delta -> Int8,
+        grant_id -> Nullable<Uuid>,
+        hold_id -> Nullable<Uuid>,
+        description -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(credit_accounts -> users (user_id));
+diesel::joinable!(credit_grants -> users (user_id));
+diesel::joinable!(credit_holds -> users (user_id));
+diesel::joinable!(credit_hold_allocations -> credit_holds (hold_id));
+diesel::joinable!(credit_hold_allocations -> credit_grants (grant_id));
+diesel::joinable!(ledger_entries -> users (user_id));
+
+diesel::table! {
+    billing_customers (user_id, provider) {
+        user_id -> Uuid,
+        provider -> Text,
+        customer_id -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    subscriptions (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        provider -> Text,
+        provider_subscription_id -> Text,
+        plan_id -> Text,
+        status -> Text,
+        current_period_end -> Nullable<Timestamptz>,
+        cancel_at_period_end -> Bool,
+        provider_updated_at -> Timestamptz,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    billing_transactions (id) {
+        id -> Uuid,
+        user_id -> Nullable<Uuid>,
+        anonymous_user_id -> Uuid,
+        provider -> Text,
+        kind -> Text,
+        provider_reference -> Text,
+        item_id -> Nullable<Text>,
+        amount_cents -> Int8,
+        currency -> Text,
+        credits -> Int8,
+        refunded_transaction_id -> Nullable<Uuid>,
+        credits_lost -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_events (provider, event_id) {
+        provider -> Text,
+        event_id -> Text,
+        event_type -> Text,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(billing_customers -> users (user_id));
+diesel::joinable!(subscriptions -> users (user_id));
+diesel::joinable!(billing_transactions -> users (user_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    billing_customers,
+    billing_transactions,
+    subscriptions,
+    webhook_events,
+    credit_accounts,
+    credit_grants,
+    credit_hold_allocations,
+    credit_holds,
+    ledger_entries,
     activity_events,
     api_keys,
     consents,

@@ -21,6 +21,9 @@ const TEMPLATES: &[(&str, &str, &str, &str)] = &[
     template!("verify_email"),
     template!("reset_password"),
     template!("password_changed"),
+    template!("payment_receipt"),
+    template!("low_balance"),
+    template!("api_key_created"),
 ];
 
 pub struct Rendered {
@@ -87,7 +90,9 @@ mod tests {
 
     fn sample_context() -> serde_json::Value {
         serde_json::json!({ "sent_at": "<b>now</b>", "name": "<b>Ada</b>", "link": "https://spa.test/x?token=t",
-                            "hours": 48, "minutes": 60, "ip": "127.0.0.1" })
+                            "hours": 48, "minutes": 60, "ip": "127.0.0.1",
+                            "amount": "5.00 USD", "credits": 100, "item": "pack_100", "provider": "stripe", "reference": "cs_1", "date": "2026-11-29", "available": 3,
+                            "key_name": "<b>CI</b>", "prefix": "gi2_abcdefgh" })
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub struct AuthResponse {
     pub refresh_token: Option<String>,
 }
 
-fn respond(status: StatusCode, state: &AppState, user: &User, issued: Issued) -> HttpResponse {
+fn respond(status: StatusCode, state: &AppState, user: UserView, issued: Issued) -> HttpResponse {
     let mut res = HttpResponse::build(status);
     res.insert_header(("Cache-Control", "no-store"));
     let refresh_token = match issued.client {
@@ -55,7 +55,7 @@ fn respond(status: StatusCode, state: &AppState, user: &User, issued: Issued) ->
         ClientKind::Mobile => Some(issued.refresh_token),
     };
     res.json(AuthResponse {
-        user: UserView::of(user),
+        user,
         access_token: issued.access_token,
         token_type: "Bearer".into(),
         expires_in: issued.expires_in,
@@ -267,7 +267,8 @@ pub async fn register(
             Ok((user, issued))
         })
         .await?;
-    Ok(respond(StatusCode::CREATED, &state, &user, issued))
+    let view = UserView::load(&mut conn, &user).await?;
+    Ok(respond(StatusCode::CREATED, &state, view, issued))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -475,7 +476,8 @@ pub async fn login(
             Ok(issued)
         })
         .await?;
-    Ok(respond(StatusCode::OK, &state, &user, issued))
+    let view = UserView::load(&mut conn, &user).await?;
+    Ok(respond(StatusCode::OK, &state, view, issued))
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -550,7 +552,8 @@ pub async fn refresh(
         ClientKind::Mobile
     };
     let user = users::find(&mut conn, user_id).await?;
-    Ok(respond(StatusCode::OK, &state, &user, issued))
+    let view = UserView::load(&mut conn, &user).await?;
+    Ok(respond(StatusCode::OK, &state, view, issued))
 }
 
 /// Sign out: end the current session.

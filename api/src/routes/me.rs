@@ -34,9 +34,8 @@ pub async fn get_me(
     auth: Auth,
 ) -> Result<web::Json<UserView>, ApiError> {
     let mut conn = state.pool.get().await?;
-    Ok(web::Json(UserView::of(
-        &users::find(&mut conn, auth.user_id).await?,
-    )))
+    let user = users::find(&mut conn, auth.user_id).await?;
+    Ok(web::Json(UserView::load(&mut conn, &user).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -126,7 +125,7 @@ pub async fn update_me(
             Ok(users::find(conn, auth.user_id).await?)
         })
         .await?;
-    Ok(web::Json(UserView::of(&user)))
+    Ok(web::Json(UserView::load(&mut conn, &user).await?))
 }
 
 #[derive(Deserialize, ToSchema)]

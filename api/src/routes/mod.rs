@@ -1,10 +1,17 @@
 //! Every route, registered through utoipa-actix-web so the route table and the OpenAPI
 //! document are built by one chain.
 
+pub mod api_keys;
 pub mod auth;
+pub mod billing;
+pub mod credits;
 pub mod files;
+pub mod identities;
 pub mod me;
+pub mod oauth;
 pub mod ops;
+pub mod webhooks_creem;
+pub mod webhooks_stripe;
 
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -21,13 +28,29 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(auth::logout)
         .service(auth::forgot_password)
         .service(auth::reset_password)
+        .service(oauth::authorize)
+        .service(oauth::callback)
         .service(me::get_me)
         .service(me::update_me)
         .service(me::change_password)
         .service(me::list_sessions)
         .service(me::revoke_session)
+        .service(identities::list_identities)
+        .service(identities::unlink_identity)
         .service(me::list_activity)
         .service(me::get_consents)
         .service(me::update_consents)
-        .service(me::privacy_policy);
+        .service(me::privacy_policy)
+        .service(credits::get_credits)
+        .service(credits::list_ledger)
+        .service(billing::catalog)
+        .service(billing::checkout)
+        .service(billing::portal)
+        .service(billing::subscription)
+        .service(billing::transactions)
+        .service(webhooks_creem::receive_creem_event)
+        .service(webhooks_stripe::receive_stripe_event)
+        .service(api_keys::create_api_key)
+        .service(api_keys::list_api_keys)
+        .service(api_keys::revoke_api_key);
 }

@@ -1,0 +1,596 @@
+//! Creem: hosted checkout, the customer portal and cancellation through its REST API
+//! (`{api_base}/v1/...`, authenticated with `x-api-key`), and the signed webhook events that
+//! grant credits and track subscriptions (`creem-signature`: hex HMAC-SHA256 of the raw body).
+//!
+//! Errors are logged with the endpoint and Creem's status only, never the key or a signature.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use url::Url;
+use uuid::Uuid;
+
+use crate::{
+    accounts::User,
+    billing::{
+        self, Payment, Refund, SubscriptionState,
+        catalog::{Catalog, Item, Pack, Plan},
+        provider::{CheckoutRequest, PaymentProvider},
+    },
+    config::{BillingConfig, CreemConfig},
+    db::schema::users,
+    error::ApiError,
+    state::AppState,
+};
+
+/// The provider's name in every billing table.
+pub const PROVIDER: &str = "creem";
+/// Every call to Creem gives up after this.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Creem's answers are small; anything bigger is not one of them.
+const MAX_BODY_BYTES: usize = 256 * 1024;
+
+pub struct CreemProvider {
+    config: CreemConfig,
+}
+
+impl CreemProvider {
+    pub fn new(config: CreemConfig) -> Self {
+        Self { config }
+    }
+
+    /// `{api_base}/v1/{segments...}`, each segment escaped (ids come from webhooks).
+    fn endpoint(&self, segments: &[&str]) -> Result<Url, ApiError> {
+        let mut url = self.config.api_base.clone();
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("GI2_CREEM_API_BASE cannot be a base URL"))?
+            .pop_if_empty()
+            .push("v1")
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// POSTs `body` and reads Creem's JSON answer; any failure is a 502 `provider_error`.
+    async fn post<T: DeserializeOwned>(
+        &self,
+        http: &reqwest::Client,
+        segments: &[&str],
+        body: &Value,
+    ) -> Result<T, ApiError> {
+        let url = self.endpoint(segments)?;
+        let what = url.path().to_string();
+        let res = http
+            .post(url)
+            .header("x-api-key", self.config.api_key.expose())
+            .json(body)
+            .timeout(TIMEOUT)
+            .send()
+            .await
+            .map_err(|err| provider_error(&what, &err.without_url().to_string()))?;
+        let status = res.status();
+        if !status.is_success() {
+            return Err(provider_error(&what, &format!("answered {status}")));
+        }
+        read_json(res)
+            .await
+            .map_err(|err| provider_error(&what, &format!("{err:#}")))
+    }
+}
+
+fn provider_error(what: &str, why: &str) -> ApiError {
+    tracing::warn!(endpoint = what, error = why, "Creem call failed");
+    ApiError::bad_gateway(
+        "provider_error",
+        "Creem did not complete the request; try again shortly.",
+    )
+}
+
+/// The body as JSON, refusing more than [`MAX_BODY_BYTES`].
+async fn read_json<T: DeserializeOwned>(mut res: reqwest::Response) -> anyhow::Result<T> {
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            anyhow::bail!("response larger than {MAX_BODY_BYTES} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(serde_json::from_slice(&body)?)
+}
+
+#[derive(Deserialize)]
+struct CheckoutCreated {
+    checkout_url: String,
+}
+
+#[derive(Deserialize)]
+struct PortalCreated {
+    customer_portal_link: String,
+}
+
+/// A link from Creem that we send the user to: it must at least be a web URL.
+fn web_url(raw: String, what: &str) -> Result<String, ApiError> {
+    match Url::parse(&raw) {
+        Ok(url) if matches!(url.scheme(), "https" | "http") => Ok(raw),
+        _ => Err(provider_error(
+            what,
+            "answered a link that is not a web URL",
+        )),
+    }
+}
+
+#[async_trait::async_trait]
+impl PaymentProvider for CreemProvider {
+    fn name(&self) -> &'static str {
+        PROVIDER
+    }
+
+    async fn checkout(
+        &self,
+        state: &AppState,
+        request: CheckoutRequest<'_>,
+    ) -> Result<String, ApiError> {
+        let (item_id, product_id) = match request.item {
+            Item::Plan(p) => (&p.id, &p.creem_product_id),
+            Item::Pack(p) => (&p.id, &p.creem_product_id),
+        };
+        let Some(product_id) = product_id else {
+            return Err(ApiError::validation("item_id", "is not sold through Creem"));
+        };
+        // The metadata comes back on the webhook events: it names the buyer and the item.
+        let body = json!({
+            "product_id": product_id,
+            "request_id": Uuid::new_v4().to_string(),
+            "success_url": request.success_url,
+            "customer": { "email": request.user.email },
+            "metadata": { "user_id": request.user.id.to_string(), "item_id": item_id },
+        });
+        let created: CheckoutCreated = self.post(&state.http, &["checkouts"], &body).await?;
+        web_url(created.checkout_url, "/v1/checkouts")
+    }
+
+    async fn portal(&self, state: &AppState, user: &User) -> Result<String, ApiError> {
+        let mut conn = state.pool.get().await?;
+        let customer = billing::customer_id(&mut conn, user.id, PROVIDER).await?;
+        drop(conn);
+        let Some(customer) = customer else {
+            return Err(ApiError::missing(
+                "no_customer",
+                "Nothing was bought through Creem with this account yet.",
+            ));
+        };
+        let body = json!({ "customer_id": customer });
+        let portal: PortalCreated = self
+            .post(&state.http, &["customers", "billing"], &body)
+            .await?;
+        web_url(portal.customer_portal_link, "/v1/customers/billing")
+    }
+
+    async fn cancel_subscription(&self, state: &AppState, id: &str) -> Result<(), ApiError> {
+        let _: Value = self
+            .post(&state.http, &["subscriptions", id, "cancel"], &json!({}))
+            .await?;
+        Ok(())
+    }
+}
+
+/// True when `signature` (the `creem-signature` header) is the hex HMAC-SHA256 of `body`.
+pub fn verify_signature(secret: &str, body: &[u8], signature: &str) -> bool {
+    let Ok(expected) = hex::decode(signature.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    // `verify_slice` compares in constant time.
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// A webhook event's envelope; `object` is read according to `event_type`.
+#[derive(Debug, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "eventType")]
+    pub event_type: String,
+    /// Unix milliseconds: when Creem produced the event (orders subscription states).
+    pub created_at: i64,
+    #[serde(default)]
+    pub object: Value,
+}
+
+impl Event {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let event: Self = serde_json::from_slice(body).map_err(|e| invalid(&e.to_string()))?;
+        if event.id.is_empty() || event.id.len() > 255 || event.event_type.is_empty() {
+            return Err(invalid("`id` and `eventType` must be set"));
+        }
+        Ok(event)
+    }
+
+    fn created_at(&self) -> Result<DateTime<Utc>, ApiError> {
+        DateTime::from_timestamp_millis(self.created_at)
+            .ok_or_else(|| invalid("`created_at` is out of range"))
+    }
+
+    fn object<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        T::deserialize(&self.object).map_err(|e| invalid(&format!("object: {e}")))
+    }
+}
+
+/// 400 `invalid_payload`: a correctly signed event that lacks what we need. Nothing is
+/// recorded, so Creem's retry (or a fixed event) can still apply it.
+fn invalid(why: &str) -> ApiError {
+    ApiError::bad_request("invalid_payload", format!("Unreadable Creem event: {why}."))
+}
+
+/// A reference Creem sends either as an id or as the expanded object.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Ref {
+    Id(String),
+    Object { id: String },
+}
+
+impl Ref {
+    fn id(&self) -> &str {
+        match self {
+            Self::Id(id) | Self::Object { id } => id,
+        }
+    }
+}
+
+/// What our checkout put in `metadata`; Creem copies it onto the subscription.
+#[derive(Debug, Default, Deserialize)]
+struct Metadata {
+    user_id: Option<String>,
+    item_id: Option<String>,
+    plan_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Order {
+    id: String,
+    amount: i64,
+    currency: String,
+    status: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CheckoutObject {
+    order: Option<Order>,
+    product: Ref,
+    customer: Option<Ref>,
+    subscription: Option<Expandable<SubscriptionObject>>,
+    metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Expandable<T> {
+    Id(String),
+    Object(Box<T>),
+}
+
+#[derive(Debug, Deserialize)]
+struct SubscriptionObject {
+    id: String,
+    product: Ref,
+    customer: Option<Ref>,
+    status: String,
+    current_period_start_date: Option<DateTime<Utc>>,
+    current_period_end_date: Option<DateTime<Utc>>,
+    metadata: Option<Metadata>,
+    last_transaction_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RefundObject {
+    id: String,
+    refund_amount: i64,
+    order: Option<Ref>,
+    transaction: Option<Ref>,
+}
+
+/// Applies a verified event whose first delivery was just recorded, in the caller's
+/// transaction. Events for unknown users or items are logged and otherwise ignored.
+pub async fn apply_event(
+    conn: &mut AsyncPgConnection,
+    billing: &BillingConfig,
+    event: &Event,
+) -> Result<(), ApiError> {
+    let at = event.created_at()?;
+    match event.event_type.as_str() {
+        "checkout.completed" => checkout_completed(conn, billing, event, at).await,
+        "refund.created" => refund_created(conn, event).await,
+        t if t.starts_with("subscription.") => subscription_event(conn, billing, event, at).await,
+        _ => {
+            tracing::info!(event_id = %event.id, event_type = %event.event_type, "Creem event ignored");
+            Ok(())
+        }
+    }
+}
+
+/// The buyer: our `metadata.user_id` if that user still exists, else the known customer.
+async fn find_user(
+    conn: &mut AsyncPgConnection,
+    metadata: Option<&Metadata>,
+    customer: Option<&Ref>,
+) -> Result<Option<Uuid>, ApiError> {
+    if let Some(id) = metadata
+        .and_then(|m| m.user_id.as_deref())
+        .and_then(|raw| Uuid::parse_str(raw).ok())
+    {
+        let exists: bool = diesel::select(diesel::dsl::exists(users::table.find(id)))
+            .get_result(conn)
+            .await?;
+        if exists {
+            return Ok(Some(id));
+        }
+    }
+    match customer {
+        Some(c) => Ok(billing::user_for_customer(conn, PROVIDER, c.id()).await?),
+        None => Ok(None),
+    }
+}
+
+fn no_user(event: &Event) -> Result<(), ApiError> {
+    tracing::warn!(event_id = %event.id, event_type = %event.event_type, "Creem event for no known user; ignored");
+    Ok(())
+}
+
+/// The product decides; our metadata only helps when the product is not in the catalog.
+fn plan_for<'a>(
+    catalog: &'a Catalog,
+    product: &str,
+    metadata: Option<&Metadata>,
+) -> Option<&'a Plan> {
+    catalog.plan_by_creem_product(product).or_else(|| {
+        let id = metadata.and_then(|m| m.plan_id.as_deref().or(m.item_id.as_deref()))?;
+        catalog.plans.iter().find(|p| p.id == id)
+    })
+}
+
+fn pack_for<'a>(
+    catalog: &'a Catalog,
+    product: &str,
+    metadata: Option<&Metadata>,
+) -> Option<&'a Pack> {
+    catalog.pack_by_creem_product(product).or_else(|| {
+        let id = metadata.and_then(|m| m.item_id.as_deref())?;
+        catalog.packs.iter().find(|p| p.id == id)
+    })
+}
+
+async fn checkout_completed(
+    conn: &mut AsyncPgConnection,
+    billing: &BillingConfig,
+    event: &Event,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let object: CheckoutObject = event.object()?;
+    let metadata = object.metadata.as_ref();
+    let Some(user_id) = find_user(conn, metadata, object.customer.as_ref()).await? else {
+        return no_user(event);
+    };
+    // From now on the portal can be opened for this user.
+    if let Some(customer) = &object.customer {
+        billing::remember_customer(conn, user_id, PROVIDER, customer.id()).await?;
+    }
+    let recurring = object.subscription.is_some()
+        || object.order.as_ref().and_then(|o| o.kind.as_deref()) == Some("recurring")
+        || billing
+            .catalog
+            .plan_by_creem_product(object.product.id())
+            .is_some();
+    if recurring {
+        // Plan credits come with `subscription.paid`, which Creem also sends for the first
+        // period; here only the subscription's state is noted.
+        let Some(plan) = plan_for(&billing.catalog, object.product.id(), metadata) else {
+            tracing::warn!(event_id = %event.id, product = object.product.id(), "Creem checkout for a product not in the catalog");
+            return Ok(());
+        };
+        let (id, status, period_end) = match &object.subscription {
+            Some(Expandable::Object(s)) => {
+                (s.id.as_str(), s.status.as_str(), s.current_period_end_date)
+            }
+            Some(Expandable::Id(id)) => (id.as_str(), "active", None),
+            None => return Ok(()),
+        };
+        let (status, cancel_at_period_end) = status_of(&event.event_type, status);
+        billing::apply_subscription_state(
+            conn,
+            SubscriptionState {
+                user_id,
+                provider: PROVIDER,
+                provider_subscription_id: id,
+                plan_id: &plan.id,
+                status,
+                current_period_end: period_end,
+                cancel_at_period_end,
+                provider_updated_at: at,
+            },
+        )
+        .await?;
+        return Ok(());
+    }
+    let order = object
+        .order
+        .as_ref()
+        .ok_or_else(|| invalid("object.order is missing"))?;
+    if order.status.as_deref().is_some_and(|s| s != "paid") {
+        tracing::warn!(event_id = %event.id, order = %order.id, "Creem checkout with an unpaid order; no credits");
+        return Ok(());
+    }
+    let Some(pack) = pack_for(&billing.catalog, object.product.id(), metadata) else {
+        tracing::warn!(event_id = %event.id, product = object.product.id(), "Creem checkout for a product not in the catalog");
+        return Ok(());
+    };
+    billing::record_payment(
+        conn,
+        Payment {
+            user_id,
+            provider: PROVIDER,
+            kind: "purchase",
+            provider_reference: &order.id,
+            item_id: &pack.id,
+            amount_cents: order.amount,
+            currency: &order.currency.to_lowercase(),
+            credits: pack.credits,
+            credits_expire_at: None,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Our stored status and `cancel_at_period_end` for Creem's event and status. A scheduled
+/// cancellation is still active until the period ends.
+fn status_of<'a>(event_type: &str, status: &'a str) -> (&'a str, bool) {
+    match (event_type, status) {
+        ("subscription.canceled", _) => ("canceled", false),
+        ("subscription.expired", _) => ("expired", false),
+        ("subscription.scheduled_cancel", _) | (_, "scheduled_cancel") => ("active", true),
+        _ => (status, false),
+    }
+}
+
+async fn subscription_event(
+    conn: &mut AsyncPgConnection,
+    billing: &BillingConfig,
+    event: &Event,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let sub: SubscriptionObject = event.object()?;
+    let metadata = sub.metadata.as_ref();
+    let Some(user_id) = find_user(conn, metadata, sub.customer.as_ref()).await? else {
+        return no_user(event);
+    };
+    if let Some(customer) = &sub.customer {
+        billing::remember_customer(conn, user_id, PROVIDER, customer.id()).await?;
+    }
+    let Some(plan) = plan_for(&billing.catalog, sub.product.id(), metadata) else {
+        tracing::warn!(event_id = %event.id, product = sub.product.id(), "Creem subscription for a product not in the catalog");
+        return Ok(());
+    };
+    let (status, cancel_at_period_end) = status_of(&event.event_type, &sub.status);
+    billing::apply_subscription_state(
+        conn,
+        SubscriptionState {
+            user_id,
+            provider: PROVIDER,
+            provider_subscription_id: &sub.id,
+            plan_id: &plan.id,
+            status,
+            current_period_end: sub.current_period_end_date,
+            cancel_at_period_end,
+            provider_updated_at: at,
+        },
+    )
+    .await?;
+    if event.event_type != "subscription.paid" {
+        return Ok(());
+    }
+    // A paid period: its credits last until the period ends, plus the grace period.
+    let period_end = sub
+        .current_period_end_date
+        .ok_or_else(|| invalid("object.current_period_end_date is missing"))?;
+    let reference = match (&sub.last_transaction_id, sub.current_period_start_date) {
+        (Some(transaction), _) => transaction.clone(),
+        (None, Some(start)) => format!(
+            "{}:{}",
+            sub.id,
+            start.to_rfc3339_opts(SecondsFormat::Secs, true)
+        ),
+        (None, None) => return Err(invalid("object.current_period_start_date is missing")),
+    };
+    let grace = chrono::Duration::from_std(billing.grace).map_err(anyhow::Error::new)?;
+    billing::record_payment(
+        conn,
+        Payment {
+            user_id,
+            provider: PROVIDER,
+            kind: "renewal",
+            provider_reference: &reference,
+            item_id: &plan.id,
+            amount_cents: plan.price_cents,
+            currency: &plan.currency,
+            credits: plan.monthly_credits,
+            credits_expire_at: Some(period_end + grace),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn refund_created(conn: &mut AsyncPgConnection, event: &Event) -> Result<(), ApiError> {
+    let refund: RefundObject = event.object()?;
+    if refund.order.is_none() && refund.transaction.is_none() {
+        return Err(invalid("object.order is missing"));
+    }
+    // Packs are recorded under the order id, renewals under the transaction id.
+    for payment in [&refund.order, &refund.transaction].into_iter().flatten() {
+        let recorded = billing::record_refund(
+            conn,
+            Refund {
+                provider: PROVIDER,
+                payment_reference: payment.id(),
+                refund_reference: &refund.id,
+                amount_cents: refund.refund_amount,
+            },
+        )
+        .await?;
+        if let Some((clawed, lost)) = recorded {
+            tracing::info!(event_id = %event.id, clawed, lost, "Creem refund recorded");
+            return Ok(());
+        }
+    }
+    tracing::warn!(event_id = %event.id, "Creem refund for no recorded payment (or recorded already); ignored");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hex_hmac_sha256_of_the_raw_body() {
+        // HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog"), a known vector.
+        let body = b"The quick brown fox jumps over the lazy dog";
+        let good = "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8";
+        assert!(verify_signature("key", body, good));
+        assert!(verify_signature("key", body, &good.to_uppercase()));
+        assert!(!verify_signature("other", body, good));
+        assert!(!verify_signature("key", b"tampered", good));
+        assert!(!verify_signature("key", body, "zz"));
+        assert!(!verify_signature("key", body, ""));
+    }
+
+    #[test]
+    fn references_may_be_ids_or_objects() {
+        let r: Ref = serde_json::from_value(json!("cust_1")).unwrap();
+        assert_eq!(r.id(), "cust_1");
+        let r: Ref = serde_json::from_value(json!({"id": "cust_2", "email": "a@b.c"})).unwrap();
+        assert_eq!(r.id(), "cust_2");
+    }
+
+    #[test]
+    fn scheduled_cancellation_stays_active() {
+        assert_eq!(
+            status_of("subscription.update", "scheduled_cancel"),
+            ("active", true)
+        );
+        assert_eq!(
+            status_of("subscription.canceled", "active"),
+            ("canceled", false)
+        );
+        assert_eq!(status_of("subscription.paid", "active"), ("active", false));
+    }
+}

@@ -1,0 +1,348 @@
+//! Billing: the catalog, the payment-provider seam (Stripe, Creem), and the bookkeeping every
+//! provider shares: purchases and renewals that grant credits, refunds that claw them back,
+//! subscription state that only moves forward, and webhook events applied exactly once.
+
+pub mod catalog;
+pub mod creem;
+pub mod provider;
+pub mod stripe;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::{
+    accounts::users,
+    credits::{GrantSource, ledger},
+    db::schema::{billing_customers, billing_transactions, webhook_events},
+    error::ApiError,
+    mail,
+};
+
+pub use provider::{CheckoutRequest, PaymentProvider};
+
+/// Records a webhook event; false when it was already applied (a replay). Call inside the
+/// transaction that applies the event, so the record and the effect commit together.
+pub async fn first_delivery(
+    conn: &mut AsyncPgConnection,
+    provider: &str,
+    event_id: &str,
+    event_type: &str,
+) -> QueryResult<bool> {
+    let inserted = diesel::insert_into(webhook_events::table)
+        .values((
+            webhook_events::provider.eq(provider),
+            webhook_events::event_id.eq(event_id),
+            webhook_events::event_type.eq(event_type),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(inserted == 1)
+}
+
+/// A paid purchase or renewal.
+pub struct Payment<'a> {
+    pub user_id: Uuid,
+    pub provider: &'a str,
+    /// `purchase` (a pack) or `renewal` (a plan period).
+    pub kind: &'a str,
+    /// The provider's id of this payment; a second payment with the same id is ignored.
+    pub provider_reference: &'a str,
+    pub item_id: &'a str,
+    pub amount_cents: i64,
+    pub currency: &'a str,
+    pub credits: i64,
+    /// Plan credits expire (period end + grace); pack credits do not.
+    pub credits_expire_at: Option<DateTime<Utc>>,
+}
+
+/// Records the payment, grants its credits and queues the receipt; `None` when this payment
+/// was already recorded. Call inside the caller's transaction.
+pub async fn record_payment(
+    conn: &mut AsyncPgConnection,
+    p: Payment<'_>,
+) -> Result<Option<Uuid>, ApiError> {
+    let id = Uuid::now_v7();
+    let inserted = diesel::insert_into(billing_transactions::table)
+        .values((
+            billing_transactions::id.eq(id),
+            billing_transactions::user_id.eq(p.user_id),
+            billing_transactions::anonymous_user_id.eq(Uuid::new_v4()),
+            billing_transactions::provider.eq(p.provider),
+            billing_transactions::kind.eq(p.kind),
+            billing_transactions::provider_reference.eq(p.provider_reference),
+            billing_transactions::item_id.eq(p.item_id),
+            billing_transactions::amount_cents.eq(p.amount_cents),
+            billing_transactions::currency.eq(p.currency),
+            billing_transactions::credits.eq(p.credits),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    let source = if p.kind == "renewal" {
+        GrantSource::Subscription
+    } else {
+        GrantSource::Purchase
+    };
+    let description = format!(
+        "{} {} ({})",
+        if p.kind == "renewal" { "Plan" } else { "Pack" },
+        p.item_id,
+        p.provider
+    );
+    ledger::grant(
+        conn,
+        ledger::NewGrant {
+            user_id: p.user_id,
+            amount: p.credits,
+            source,
+            expires_at: p.credits_expire_at,
+            reference: Some(&id.to_string()),
+            description: &description,
+        },
+    )
+    .await
+    .map_err(credit_error)?;
+    let user = users::find(conn, p.user_id).await?;
+    mail::queue(
+        conn,
+        &user.email,
+        "payment_receipt",
+        serde_json::json!({
+            "name": user.name,
+            "amount": format_money(p.amount_cents, p.currency),
+            "credits": p.credits,
+            "item": p.item_id,
+            "provider": p.provider,
+            "reference": p.provider_reference,
+            "date": Utc::now().format("%Y-%m-%d").to_string(),
+        }),
+    )
+    .await?;
+    Ok(Some(id))
+}
+
+/// A refund of (part of) a recorded payment.
+pub struct Refund<'a> {
+    pub provider: &'a str,
+    /// The refunded payment's `provider_reference`.
+    pub payment_reference: &'a str,
+    /// The refund's own id at the provider; a second refund with the same id is ignored.
+    pub refund_reference: &'a str,
+    pub amount_cents: i64,
+}
+
+/// Takes back the refunded share of the payment's credits that is still unspent (never
+/// below zero) and records the rest as lost. `None` when already recorded or the payment is
+/// unknown. Call inside the caller's transaction.
+pub async fn record_refund(
+    conn: &mut AsyncPgConnection,
+    r: Refund<'_>,
+) -> Result<Option<(i64, i64)>, ApiError> {
+    let payment: Option<(Uuid, Option<Uuid>, i64, i64, String)> = billing_transactions::table
+        .filter(billing_transactions::provider.eq(r.provider))
+        .filter(billing_transactions::kind.ne("refund"))
+        .filter(billing_transactions::provider_reference.eq(r.payment_reference))
+        .select((
+            billing_transactions::id,
+            billing_transactions::user_id,
+            billing_transactions::amount_cents,
+            billing_transactions::credits,
+            billing_transactions::currency,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((payment_id, Some(user_id), paid_cents, credits, currency)) = payment else {
+        return Ok(None);
+    };
+    let id = Uuid::now_v7();
+    let inserted = diesel::insert_into(billing_transactions::table)
+        .values((
+            billing_transactions::id.eq(id),
+            billing_transactions::user_id.eq(user_id),
+            billing_transactions::anonymous_user_id.eq(Uuid::new_v4()),
+            billing_transactions::provider.eq(r.provider),
+            billing_transactions::kind.eq("refund"),
+            billing_transactions::provider_reference.eq(r.refund_reference),
+            billing_transactions::amount_cents.eq(-r.amount_cents.abs()),
+            billing_transactions::currency.eq(&currency),
+            billing_transactions::refunded_transaction_id.eq(payment_id),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    // The refunded share of the credits, rounded up: a full refund takes everything back.
+    let share = if paid_cents <= 0 {
+        credits
+    } else {
+        ((credits * r.amount_cents.abs() + paid_cents - 1) / paid_cents).min(credits)
+    };
+    let (clawed, lost) = if share > 0 {
+        ledger::claw_back(
+            conn,
+            user_id,
+            &payment_id.to_string(),
+            share,
+            &format!("Refund {}", r.refund_reference),
+        )
+        .await
+        .map_err(credit_error)?
+    } else {
+        (0, 0)
+    };
+    diesel::update(billing_transactions::table.find(id))
+        .set((
+            billing_transactions::credits.eq(-clawed),
+            billing_transactions::credits_lost.eq(lost),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(Some((clawed, lost)))
+}
+
+/// A subscription's state as a provider reported it at `provider_updated_at`.
+pub struct SubscriptionState<'a> {
+    pub user_id: Uuid,
+    pub provider: &'a str,
+    pub provider_subscription_id: &'a str,
+    pub plan_id: &'a str,
+    pub status: &'a str,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub provider_updated_at: DateTime<Utc>,
+}
+
+/// Stores the state unless a newer one is already stored (events can arrive out of order);
+/// true when it was applied.
+pub async fn apply_subscription_state(
+    conn: &mut AsyncPgConnection,
+    s: SubscriptionState<'_>,
+) -> QueryResult<bool> {
+    use diesel::sql_types::{Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+    // Upsert guarded by the provider's timestamp: an older state never overwrites a newer one.
+    let changed = diesel::sql_query(
+        "INSERT INTO subscriptions AS s (id, user_id, provider, provider_subscription_id, plan_id, status,
+                                         current_period_end, cancel_at_period_end, provider_updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (provider, provider_subscription_id) DO UPDATE SET
+           plan_id = EXCLUDED.plan_id, status = EXCLUDED.status, current_period_end = EXCLUDED.current_period_end,
+           cancel_at_period_end = EXCLUDED.cancel_at_period_end, provider_updated_at = EXCLUDED.provider_updated_at,
+           updated_at = now()
+         WHERE s.provider_updated_at <= EXCLUDED.provider_updated_at",
+    )
+    .bind::<SqlUuid, _>(Uuid::now_v7())
+    .bind::<SqlUuid, _>(s.user_id)
+    .bind::<Text, _>(s.provider)
+    .bind::<Text, _>(s.provider_subscription_id)
+    .bind::<Text, _>(s.plan_id)
+    .bind::<Text, _>(s.status)
+    .bind::<Nullable<Timestamptz>, _>(s.current_period_end)
+    .bind::<Bool, _>(s.cancel_at_period_end)
+    .bind::<Timestamptz, _>(s.provider_updated_at)
+    .execute(conn)
+    .await?;
+    Ok(changed == 1)
+}
+
+/// The user's customer id at `provider`, if one was created.
+pub async fn customer_id(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    provider: &str,
+) -> QueryResult<Option<String>> {
+    billing_customers::table
+        .find((user_id, provider))
+        .select(billing_customers::customer_id)
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Remembers the provider's customer for the user (first writer wins); returns the stored id.
+pub async fn remember_customer(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    provider: &str,
+    customer: &str,
+) -> QueryResult<String> {
+    diesel::insert_into(billing_customers::table)
+        .values((
+            billing_customers::user_id.eq(user_id),
+            billing_customers::provider.eq(provider),
+            billing_customers::customer_id.eq(customer),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    billing_customers::table
+        .find((user_id, provider))
+        .select(billing_customers::customer_id)
+        .first(conn)
+        .await
+}
+
+/// The user a provider's customer id belongs to.
+pub async fn user_for_customer(
+    conn: &mut AsyncPgConnection,
+    provider: &str,
+    customer: &str,
+) -> QueryResult<Option<Uuid>> {
+    billing_customers::table
+        .filter(billing_customers::provider.eq(provider))
+        .filter(billing_customers::customer_id.eq(customer))
+        .select(billing_customers::user_id)
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub fn format_money(cents: i64, currency: &str) -> String {
+    format!(
+        "{}.{:02} {}",
+        cents / 100,
+        (cents % 100).abs(),
+        currency.to_uppercase()
+    )
+}
+
+fn credit_error(err: crate::credits::CreditError) -> ApiError {
+    ApiError::Internal(anyhow::Error::new(err).context("credit ledger"))
+}
+
+/// The provider named in a request, if this server has its keys.
+pub fn provider(
+    state: &crate::state::AppState,
+    name: &str,
+) -> Result<Box<dyn PaymentProvider>, ApiError> {
+    let billing = &state.config.billing;
+    match name {
+        "stripe" => billing
+            .stripe
+            .as_ref()
+            .map(|c| Box::new(stripe::StripeProvider::new(c.clone())) as Box<dyn PaymentProvider>)
+            .ok_or_else(|| not_configured("Stripe")),
+        "creem" => billing
+            .creem
+            .as_ref()
+            .map(|c| Box::new(creem::CreemProvider::new(c.clone())) as Box<dyn PaymentProvider>)
+            .ok_or_else(|| not_configured("Creem")),
+        _ => Err(ApiError::validation("provider", "must be stripe or creem")),
+    }
+}
+
+/// 503 `billing_not_configured`, for routes of a provider without keys.
+pub fn not_configured(provider: &str) -> ApiError {
+    ApiError::unavailable(
+        "billing_not_configured",
+        format!("Payments through {provider} are not configured on this server."),
+    )
+}

@@ -1,0 +1,553 @@
+//! The credit ledger. Every operation locks the user's `credit_accounts` row, changes grants
+//! and holds, and appends its ledger entry, all in one transaction (a savepoint when the
+//! caller already has one). Spending draws soonest-expiring grants first, then oldest.
+//!
+//! Invariants, checked by [`check_invariants`] after every test scenario:
+//! `account.available = Σ available_delta = Σ remaining of unexpired grants` and
+//! `account.held = Σ held_delta = Σ open hold amounts`.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::db::schema::{
+    credit_accounts, credit_grants, credit_hold_allocations, credit_holds, ledger_entries,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreditError {
+    #[error("insufficient credits: {available} available, {required} required")]
+    Insufficient { available: i64, required: i64 },
+    #[error("no such hold")]
+    UnknownHold,
+    #[error("amount must be positive")]
+    InvalidAmount,
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantSource {
+    Purchase,
+    Subscription,
+    Promotion,
+    Admin,
+    RefundReversal,
+}
+
+impl GrantSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Purchase => "purchase",
+            Self::Subscription => "subscription",
+            Self::Promotion => "promotion",
+            Self::Admin => "admin",
+            Self::RefundReversal => "refund_reversal",
+        }
+    }
+}
+
+/// The account row, locked for the rest of the transaction (created on first use).
+async fn lock_account(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<(i64, i64)> {
+    diesel::insert_into(credit_accounts::table)
+        .values(credit_accounts::user_id.eq(user_id))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    credit_accounts::table
+        .find(user_id)
+        .select((credit_accounts::available, credit_accounts::held))
+        .for_update()
+        .first(conn)
+        .await
+}
+
+async fn move_balances(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    available_delta: i64,
+    held_delta: i64,
+) -> QueryResult<()> {
+    diesel::update(credit_accounts::table.find(user_id))
+        .set((
+            credit_accounts::available.eq(credit_accounts::available + available_delta),
+            credit_accounts::held.eq(credit_accounts::held + held_delta),
+            credit_accounts::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+struct Entry<'a> {
+    user_id: Uuid,
+    kind: &'a str,
+    available_delta: i64,
+    held_delta: i64,
+    grant_id: Option<Uuid>,
+    hold_id: Option<Uuid>,
+    description: &'a str,
+}
+
+async fn append(conn: &mut AsyncPgConnection, e: Entry<'_>) -> QueryResult<()> {
+    diesel::insert_into(ledger_entries::table)
+        .values((
+            ledger_entries::id.eq(Uuid::now_v7()),
+            ledger_entries::user_id.eq(e.user_id),
+            ledger_entries::kind.eq(e.kind),
+            ledger_entries::available_delta.eq(e.available_delta),
+            ledger_entries::held_delta.eq(e.held_delta),
+            ledger_entries::grant_id.eq(e.grant_id),
+            ledger_entries::hold_id.eq(e.hold_id),
+            ledger_entries::description.eq(e.description),
+        ))
+        .execute(conn)
+        .await?;
+    move_balances(conn, e.user_id, e.available_delta, e.held_delta).await
+}
+
+pub struct NewGrant<'a> {
+    pub user_id: Uuid,
+    pub amount: i64,
+    pub source: GrantSource,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub reference: Option<&'a str>,
+    pub description: &'a str,
+}
+
+/// Adds credits; returns the grant's id.
+pub async fn grant(conn: &mut AsyncPgConnection, g: NewGrant<'_>) -> Result<Uuid, CreditError> {
+    if g.amount <= 0 {
+        return Err(CreditError::InvalidAmount);
+    }
+    conn.transaction::<_, CreditError, _>(async |conn| {
+        lock_account(conn, g.user_id).await?;
+        let id = Uuid::now_v7();
+        diesel::insert_into(credit_grants::table)
+            .values((
+                credit_grants::id.eq(id),
+                credit_grants::user_id.eq(g.user_id),
+                credit_grants::source.eq(g.source.as_str()),
+                credit_grants::amount.eq(g.amount),
+                credit_grants::remaining.eq(g.amount),
+                credit_grants::expires_at.eq(g.expires_at),
+                credit_grants::reference.eq(g.reference),
+                credit_grants::description.eq(g.description),
+            ))
+            .execute(conn)
+            .await?;
+        append(
+            conn,
+            Entry {
+                user_id: g.user_id,
+                kind: "grant",
+                available_delta: g.amount,
+                held_delta: 0,
+                grant_id: Some(id),
+                hold_id: None,
+                description: g.description,
+            },
+        )
+        .await?;
+        Ok(id)
+    })
+    .await
+}
+
+pub struct NewHold<'a> {
+    pub user_id: Uuid,
+    pub amount: i64,
+    pub reference: Option<&'a str>,
+    pub api_key_id: Option<Uuid>,
+    pub description: &'a str,
+}
+
+/// Reserves credits for work in progress; fails with `Insufficient` and changes nothing
+/// when the available balance does not cover it.
+pub async fn hold(conn: &mut AsyncPgConnection, h: NewHold<'_>) -> Result<Uuid, CreditError> {
+    if h.amount <= 0 {
+        return Err(CreditError::InvalidAmount);
+    }
+    conn.transaction::<_, CreditError, _>(async |conn| {
+        let (available, _) = lock_account(conn, h.user_id).await?;
+        if available < h.amount {
+            return Err(CreditError::Insufficient {
+                available,
+                required: h.amount,
+            });
+        }
+        let id = Uuid::now_v7();
+        diesel::insert_into(credit_holds::table)
+            .values((
+                credit_holds::id.eq(id),
+                credit_holds::user_id.eq(h.user_id),
+                credit_holds::amount.eq(h.amount),
+                credit_holds::reference.eq(h.reference),
+                credit_holds::api_key_id.eq(h.api_key_id),
+            ))
+            .execute(conn)
+            .await?;
+        // Soonest-expiring first (no expiry last), then oldest.
+        let grants: Vec<(Uuid, i64)> = credit_grants::table
+            .filter(credit_grants::user_id.eq(h.user_id))
+            .filter(credit_grants::remaining.gt(0))
+            .filter(credit_grants::expired_at.is_null())
+            .order((
+                credit_grants::expires_at.asc().nulls_last(),
+                credit_grants::created_at.asc(),
+                credit_grants::id.asc(),
+            ))
+            .select((credit_grants::id, credit_grants::remaining))
+            .load(conn)
+            .await?;
+        let mut needed = h.amount;
+        for (grant_id, remaining) in grants {
+            if needed == 0 {
+                break;
+            }
+            let take = remaining.min(needed);
+            diesel::update(credit_grants::table.find(grant_id))
+                .set(credit_grants::remaining.eq(credit_grants::remaining - take))
+                .execute(conn)
+                .await?;
+            diesel::insert_into(credit_hold_allocations::table)
+                .values((
+                    credit_hold_allocations::hold_id.eq(id),
+                    credit_hold_allocations::grant_id.eq(grant_id),
+                    credit_hold_allocations::amount.eq(take),
+                ))
+                .execute(conn)
+                .await?;
+            needed -= take;
+        }
+        if needed > 0 {
+            // The account said yes but the grants disagree: the invariant is broken.
+            return Err(CreditError::Db(diesel::result::Error::QueryBuilderError(
+                format!(
+                    "ledger invariant broken for user {}: grants short by {needed}",
+                    h.user_id
+                )
+                .into(),
+            )));
+        }
+        append(
+            conn,
+            Entry {
+                user_id: h.user_id,
+                kind: "hold",
+                available_delta: -h.amount,
+                held_delta: h.amount,
+                grant_id: None,
+                hold_id: Some(id),
+                description: h.description,
+            },
+        )
+        .await?;
+        Ok(id)
+    })
+    .await
+}
+
+/// Puts `amount` of a hold back into the grants it came from, latest-expiring first.
+async fn return_to_grants(
+    conn: &mut AsyncPgConnection,
+    hold_id: Uuid,
+    mut amount: i64,
+) -> QueryResult<()> {
+    let allocations: Vec<(Uuid, i64)> = credit_hold_allocations::table
+        .inner_join(credit_grants::table)
+        .filter(credit_hold_allocations::hold_id.eq(hold_id))
+        .order((
+            credit_grants::expires_at.desc().nulls_first(),
+            credit_grants::created_at.desc(),
+        ))
+        .select((
+            credit_hold_allocations::grant_id,
+            credit_hold_allocations::amount,
+        ))
+        .load(conn)
+        .await?;
+    for (grant_id, allocated) in allocations {
+        if amount == 0 {
+            break;
+        }
+        let back = allocated.min(amount);
+        diesel::update(credit_grants::table.find(grant_id))
+            .set(credit_grants::remaining.eq(credit_grants::remaining + back))
+            .execute(conn)
+            .await?;
+        amount -= back;
+    }
+    Ok(())
+}
+
+/// What happened to a hold; settling twice returns the first outcome and changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Captured(i64),
+    Released,
+}
+
+/// Spends `amount` (≤ the hold) of a hold and returns the rest. Exactly once: a retried
+/// capture or a capture after a release changes nothing.
+pub async fn capture(
+    conn: &mut AsyncPgConnection,
+    hold_id: Uuid,
+    amount: i64,
+) -> Result<Settled, CreditError> {
+    settle(conn, hold_id, Some(amount)).await
+}
+
+/// Returns the whole hold. Exactly once, like [`capture`].
+pub async fn release(conn: &mut AsyncPgConnection, hold_id: Uuid) -> Result<Settled, CreditError> {
+    settle(conn, hold_id, None).await
+}
+
+async fn settle(
+    conn: &mut AsyncPgConnection,
+    hold_id: Uuid,
+    capture: Option<i64>,
+) -> Result<Settled, CreditError> {
+    conn.transaction::<_, CreditError, _>(async |conn| {
+        let user_id: Uuid = credit_holds::table
+            .find(hold_id)
+            .select(credit_holds::user_id)
+            .first(conn)
+            .await
+            .optional()?
+            .ok_or(CreditError::UnknownHold)?;
+        lock_account(conn, user_id).await?;
+        let (amount, status, captured): (i64, String, i64) = credit_holds::table
+            .find(hold_id)
+            .select((
+                credit_holds::amount,
+                credit_holds::status,
+                credit_holds::captured,
+            ))
+            .first(conn)
+            .await?;
+        match status.as_str() {
+            "captured" => return Ok(Settled::Captured(captured)),
+            "released" => return Ok(Settled::Released),
+            _ => {}
+        }
+        let spent = match capture {
+            Some(n) if n < 0 || n > amount => return Err(CreditError::InvalidAmount),
+            Some(n) => n,
+            None => 0,
+        };
+        let back = amount - spent;
+        return_to_grants(conn, hold_id, back).await?;
+        diesel::update(credit_holds::table.find(hold_id))
+            .set((
+                credit_holds::status.eq(if capture.is_some() {
+                    "captured"
+                } else {
+                    "released"
+                }),
+                credit_holds::captured.eq(spent),
+                credit_holds::settled_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        if spent > 0 {
+            append(
+                conn,
+                Entry {
+                    user_id,
+                    kind: "capture",
+                    available_delta: 0,
+                    held_delta: -spent,
+                    grant_id: None,
+                    hold_id: Some(hold_id),
+                    description: "",
+                },
+            )
+            .await?;
+        }
+        if back > 0 {
+            append(
+                conn,
+                Entry {
+                    user_id,
+                    kind: "release",
+                    available_delta: back,
+                    held_delta: -back,
+                    grant_id: None,
+                    hold_id: Some(hold_id),
+                    description: "",
+                },
+            )
+            .await?;
+        }
+        // Credits returned to grants that expired meanwhile expire now.
+        expire_user(conn, user_id).await?;
+        Ok(if capture.is_some() {
+            Settled::Captured(spent)
+        } else {
+            Settled::Released
+        })
+    })
+    .await
+}
+
+/// Expires the user's due grants; the account must be locked.
+async fn expire_user(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<i64> {
+    let due: Vec<(Uuid, i64)> = credit_grants::table
+        .filter(credit_grants::user_id.eq(user_id))
+        .filter(credit_grants::remaining.gt(0))
+        .filter(credit_grants::expires_at.le(diesel::dsl::now))
+        .select((credit_grants::id, credit_grants::remaining))
+        .for_update()
+        .load(conn)
+        .await?;
+    let mut total = 0;
+    for (grant_id, remaining) in due {
+        diesel::update(credit_grants::table.find(grant_id))
+            .set((
+                credit_grants::remaining.eq(0),
+                credit_grants::expired_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        append(
+            conn,
+            Entry {
+                user_id,
+                kind: "expiry",
+                available_delta: -remaining,
+                held_delta: 0,
+                grant_id: Some(grant_id),
+                hold_id: None,
+                description: "expired",
+            },
+        )
+        .await?;
+        total += remaining;
+    }
+    Ok(total)
+}
+
+/// Expires every due grant (run periodically by the workers); returns credits expired.
+pub async fn expire_due(conn: &mut AsyncPgConnection) -> Result<i64, CreditError> {
+    let users: Vec<Uuid> = credit_grants::table
+        .filter(credit_grants::remaining.gt(0))
+        .filter(credit_grants::expires_at.le(diesel::dsl::now))
+        .select(credit_grants::user_id)
+        .distinct()
+        .load(conn)
+        .await?;
+    let mut total = 0;
+    for user_id in users {
+        total += conn
+            .transaction::<_, CreditError, _>(async |conn| {
+                lock_account(conn, user_id).await?;
+                Ok(expire_user(conn, user_id).await?)
+            })
+            .await?;
+    }
+    Ok(total)
+}
+
+/// Takes back up to `amount` unspent credits of the grants with `reference` (a refunded
+/// purchase). Never below zero: returns (clawed back, not recoverable because spent).
+pub async fn claw_back(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    reference: &str,
+    amount: i64,
+    description: &str,
+) -> Result<(i64, i64), CreditError> {
+    if amount <= 0 {
+        return Err(CreditError::InvalidAmount);
+    }
+    conn.transaction::<_, CreditError, _>(async |conn| {
+        lock_account(conn, user_id).await?;
+        let grants: Vec<(Uuid, i64)> = credit_grants::table
+            .filter(credit_grants::user_id.eq(user_id))
+            .filter(credit_grants::reference.eq(reference))
+            .filter(credit_grants::remaining.gt(0))
+            .select((credit_grants::id, credit_grants::remaining))
+            .for_update()
+            .load(conn)
+            .await?;
+        let mut left = amount;
+        for (grant_id, remaining) in grants {
+            let take = remaining.min(left);
+            if take == 0 {
+                break;
+            }
+            diesel::update(credit_grants::table.find(grant_id))
+                .set(credit_grants::remaining.eq(credit_grants::remaining - take))
+                .execute(conn)
+                .await?;
+            append(
+                conn,
+                Entry {
+                    user_id,
+                    kind: "refund",
+                    available_delta: -take,
+                    held_delta: 0,
+                    grant_id: Some(grant_id),
+                    hold_id: None,
+                    description,
+                },
+            )
+            .await?;
+            left -= take;
+        }
+        Ok((amount - left, left))
+    })
+    .await
+}
+
+/// A user's balances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub available: i64,
+    pub held: i64,
+}
+
+impl Summary {
+    pub fn balance(&self) -> i64 {
+        self.available + self.held
+    }
+}
+
+pub async fn summary(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Summary> {
+    let row: Option<(i64, i64)> = credit_accounts::table
+        .find(user_id)
+        .select((credit_accounts::available, credit_accounts::held))
+        .first(conn)
+        .await
+        .optional()?;
+    let (available, held) = row.unwrap_or((0, 0));
+    Ok(Summary { available, held })
+}
+
+/// Every user's balances agree with their ledger, grants and holds; returns the violations.
+pub async fn check_invariants(conn: &mut AsyncPgConnection) -> QueryResult<Vec<String>> {
+    #[derive(QueryableByName)]
+    struct Violation {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        problem: String,
+    }
+    let rows: Vec<Violation> = diesel::sql_query(
+        "WITH l AS (SELECT user_id, sum(available_delta)::bigint AS a, sum(held_delta)::bigint AS h FROM ledger_entries GROUP BY user_id),
+              g AS (SELECT user_id, sum(remaining)::bigint AS r FROM credit_grants WHERE expired_at IS NULL GROUP BY user_id),
+              o AS (SELECT user_id, sum(amount)::bigint AS o FROM credit_holds WHERE status = 'held' GROUP BY user_id)
+         SELECT format('user %s: available %s, ledger %s, grants %s; held %s, ledger %s, open holds %s',
+                       c.user_id, c.available, coalesce(l.a, 0), coalesce(g.r, 0), c.held, coalesce(l.h, 0), coalesce(o.o, 0)) AS problem
+         FROM credit_accounts c
+         LEFT JOIN l ON l.user_id = c.user_id LEFT JOIN g ON g.user_id = c.user_id LEFT JOIN o ON o.user_id = c.user_id
+         WHERE c.available <> coalesce(l.a, 0) OR c.available <> coalesce(g.r, 0)
+            OR c.held <> coalesce(l.h, 0) OR c.held <> coalesce(o.o, 0)",
+    )
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|v| v.problem).collect())
+}

@@ -1,0 +1,441 @@
+//! `POST /v1/webhooks/stripe`: Stripe's events, signature-checked over the raw body and each
+//! applied exactly once (the event record and its effect commit in one transaction).
+//!
+//! Stripe retries anything but a 2xx for days, so an event this server cannot use (unknown
+//! type, unknown user or price) is recorded and acknowledged, with a warning, rather than
+//! refused.
+
+use actix_web::{HttpRequest, post, web};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    billing::{
+        self, Payment, Refund, SubscriptionState,
+        catalog::{Item, Plan},
+        stripe::{SIGNATURE_TOLERANCE, verify_signature},
+    },
+    db::schema::{subscriptions, users},
+    error::{ApiError, Problem},
+    state::AppState,
+};
+
+const PROVIDER: &str = "stripe";
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookAck {
+    /// Always true: the event was applied now or earlier, or deliberately ignored.
+    pub received: bool,
+}
+
+/// Receive a Stripe event (for Stripe only: signed with the endpoint's secret).
+#[utoipa::path(
+    tag = "webhooks",
+    operation_id = "receiveStripeEvent",
+    request_body(
+        content = String,
+        content_type = "application/json",
+        description = "The event exactly as Stripe sent it: the signature covers these raw bytes."
+    ),
+    params(
+        ("Stripe-Signature" = String, Header, description = "`t=<unix time>,v1=<hex HMAC-SHA256 of \"{t}.{body}\">`, as Stripe sends it; at most 5 minutes old."),
+    ),
+    responses(
+        (status = 200, description = "Applied now, applied earlier (a replay), or ignored", body = WebhookAck),
+        (status = 400, description = "`invalid_signature`: missing, stale or wrong signature; `invalid_payload`: not a Stripe event", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`billing_not_configured`, or `database_unavailable` (Stripe retries)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/webhooks/stripe")]
+pub async fn receive_stripe_event(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<web::Json<WebhookAck>, ApiError> {
+    let config = state
+        .config
+        .billing
+        .stripe
+        .as_ref()
+        .ok_or_else(|| billing::not_configured("Stripe"))?;
+    let header = request
+        .headers()
+        .get("Stripe-Signature")
+        .and_then(|v| v.to_str().ok());
+    if let Err(reason) = verify_signature(
+        header,
+        &body,
+        config.webhook_secret.expose(),
+        Utc::now().timestamp(),
+        SIGNATURE_TOLERANCE,
+    ) {
+        tracing::warn!(?reason, "Stripe webhook refused");
+        return Err(ApiError::bad_request(
+            "invalid_signature",
+            "The Stripe-Signature header is missing, stale or does not match this body.",
+        ));
+    }
+    let event: Value = serde_json::from_slice(&body).map_err(|_| invalid_payload())?;
+    let (Some(id), Some(kind)) = (event["id"].as_str(), event["type"].as_str()) else {
+        return Err(invalid_payload());
+    };
+    let event = Event {
+        id,
+        kind,
+        created: event["created"]
+            .as_i64()
+            .and_then(|t| DateTime::from_timestamp(t, 0))
+            .unwrap_or_else(Utc::now),
+        object: &event["data"]["object"],
+        previous: &event["data"]["previous_attributes"],
+    };
+    let mut conn = state.pool.get().await?;
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        if billing::first_delivery(conn, PROVIDER, event.id, event.kind).await? {
+            apply(conn, &state, &event).await?;
+        } else {
+            tracing::debug!(event = event.id, "Stripe event replayed; already applied");
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(web::Json(WebhookAck { received: true }))
+}
+
+fn invalid_payload() -> ApiError {
+    ApiError::bad_request("invalid_payload", "The body is not a Stripe event.")
+}
+
+struct Event<'a> {
+    id: &'a str,
+    kind: &'a str,
+    created: DateTime<Utc>,
+    object: &'a Value,
+    previous: &'a Value,
+}
+
+async fn apply(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    event: &Event<'_>,
+) -> Result<(), ApiError> {
+    match event.kind {
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+            checkout_paid(conn, state, event).await
+        }
+        "invoice.paid" => invoice_paid(conn, state, event).await,
+        "invoice.payment_failed" => invoice_failed(conn, event).await,
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted" => subscription_changed(conn, state, event).await,
+        "charge.refunded" => charge_refunded(conn, event).await,
+        other => {
+            tracing::debug!(event = event.id, kind = other, "Stripe event type not used");
+            Ok(())
+        }
+    }
+}
+
+/// An id field that Stripe sends either as a string or, when expanded, as an object.
+fn id_of(value: &Value) -> Option<&str> {
+    value.as_str().or_else(|| value["id"].as_str())
+}
+
+fn time_of(value: &Value) -> Option<DateTime<Utc>> {
+    value.as_i64().and_then(|t| DateTime::from_timestamp(t, 0))
+}
+
+/// The user behind a Stripe object: its customer (created by this API), else the user id
+/// this API put in its metadata, if that user still exists.
+async fn find_user(
+    conn: &mut AsyncPgConnection,
+    customer: Option<&str>,
+    metadata_user: Option<&str>,
+) -> QueryResult<Option<Uuid>> {
+    if let Some(customer) = customer
+        && let Some(user) = billing::user_for_customer(conn, PROVIDER, customer).await?
+    {
+        return Ok(Some(user));
+    }
+    let Some(user) = metadata_user.and_then(|u| u.parse::<Uuid>().ok()) else {
+        return Ok(None);
+    };
+    let exists: bool = diesel::select(diesel::dsl::exists(users::table.find(user)))
+        .get_result(conn)
+        .await?;
+    Ok(exists.then_some(user))
+}
+
+fn ignored(event: &Event<'_>, why: &str) -> Result<(), ApiError> {
+    tracing::warn!(
+        event = event.id,
+        kind = event.kind,
+        why,
+        "Stripe event ignored"
+    );
+    Ok(())
+}
+
+/// A paid Checkout Session for a pack. Subscriptions are credited by `invoice.paid`; a
+/// delayed payment method (`unpaid`) is credited by `async_payment_succeeded`.
+async fn checkout_paid(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    event: &Event<'_>,
+) -> Result<(), ApiError> {
+    let session = event.object;
+    if session["mode"].as_str() != Some("payment") {
+        return Ok(());
+    }
+    if !matches!(
+        session["payment_status"].as_str(),
+        Some("paid" | "no_payment_required")
+    ) {
+        return Ok(());
+    }
+    let Some(session_id) = session["id"].as_str() else {
+        return ignored(event, "session without id");
+    };
+    let catalog = &state.config.billing.catalog;
+    let Some(Item::Pack(pack)) = session["metadata"]["item_id"]
+        .as_str()
+        .and_then(|id| catalog.item(id))
+    else {
+        return ignored(event, "no pack of the catalog in metadata.item_id");
+    };
+    let metadata_user = session["metadata"]["user_id"]
+        .as_str()
+        .or_else(|| session["client_reference_id"].as_str());
+    let Some(user_id) = find_user(conn, id_of(&session["customer"]), metadata_user).await? else {
+        return ignored(event, "no such user");
+    };
+    // The payment intent is what a later `charge.refunded` names, so it is the reference.
+    let reference = id_of(&session["payment_intent"]).unwrap_or(session_id);
+    billing::record_payment(
+        conn,
+        Payment {
+            user_id,
+            provider: PROVIDER,
+            kind: "purchase",
+            provider_reference: reference,
+            item_id: &pack.id,
+            amount_cents: session["amount_total"].as_i64().unwrap_or(pack.price_cents),
+            currency: session["currency"].as_str().unwrap_or(&pack.currency),
+            credits: pack.credits,
+            credits_expire_at: None,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The price id of an invoice line, in the shapes of the pinned and of newer API versions.
+fn line_price(line: &Value) -> Option<&str> {
+    id_of(&line["price"])
+        .or_else(|| line["pricing"]["price_details"]["price"].as_str())
+        .or_else(|| id_of(&line["plan"]))
+}
+
+/// A paid subscription invoice (the first period or a renewal): the plan's monthly credits,
+/// usable until the period's end plus the grace period.
+async fn invoice_paid(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    event: &Event<'_>,
+) -> Result<(), ApiError> {
+    let invoice = event.object;
+    let Some(invoice_id) = invoice["id"].as_str() else {
+        return ignored(event, "invoice without id");
+    };
+    let catalog = &state.config.billing.catalog;
+    let lines = invoice["lines"]["data"].as_array().map(Vec::as_slice);
+    let Some((line, plan)) = lines.unwrap_or_default().iter().find_map(|line| {
+        line_price(line)
+            .and_then(|price| catalog.plan_by_stripe_price(price))
+            .map(|plan| (line, plan))
+    }) else {
+        return ignored(event, "no plan of the catalog on the invoice");
+    };
+    let metadata_user = invoice["subscription_details"]["metadata"]["user_id"]
+        .as_str()
+        .or_else(|| invoice["parent"]["subscription_details"]["metadata"]["user_id"].as_str())
+        .or_else(|| line["metadata"]["user_id"].as_str());
+    let Some(user_id) = find_user(conn, id_of(&invoice["customer"]), metadata_user).await? else {
+        return ignored(event, "no such user");
+    };
+    let period_end = time_of(&line["period"]["end"])
+        .or_else(|| time_of(&invoice["period_end"]))
+        .unwrap_or(event.created + chrono::Duration::days(31));
+    let grace = chrono::Duration::from_std(state.config.billing.grace).unwrap_or_default();
+    billing::record_payment(
+        conn,
+        Payment {
+            user_id,
+            provider: PROVIDER,
+            kind: "renewal",
+            provider_reference: invoice_id,
+            item_id: &plan.id,
+            amount_cents: invoice["amount_paid"].as_i64().unwrap_or(plan.price_cents),
+            currency: invoice["currency"].as_str().unwrap_or(&plan.currency),
+            credits: plan.monthly_credits,
+            credits_expire_at: Some(period_end + grace),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A failed renewal: the active subscription becomes `past_due`, unless a newer state is
+/// stored (Stripe's own `customer.subscription.updated` follows and is authoritative).
+async fn invoice_failed(conn: &mut AsyncPgConnection, event: &Event<'_>) -> Result<(), ApiError> {
+    let invoice = event.object;
+    let subscription = id_of(&invoice["subscription"])
+        .or_else(|| invoice["parent"]["subscription_details"]["subscription"].as_str());
+    let Some(subscription) = subscription else {
+        return Ok(());
+    };
+    diesel::update(
+        subscriptions::table
+            .filter(subscriptions::provider.eq(PROVIDER))
+            .filter(subscriptions::provider_subscription_id.eq(subscription))
+            .filter(subscriptions::status.eq("active"))
+            .filter(subscriptions::provider_updated_at.lt(event.created)),
+    )
+    .set((
+        subscriptions::status.eq("past_due"),
+        subscriptions::provider_updated_at.eq(event.created),
+        subscriptions::updated_at.eq(diesel::dsl::now),
+    ))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The plan of a subscription: by its first item's price, else the plan id in metadata.
+fn subscription_plan<'a>(state: &'a AppState, subscription: &Value) -> Option<&'a Plan> {
+    let catalog = &state.config.billing.catalog;
+    let items = subscription["items"]["data"].as_array().map(Vec::as_slice);
+    items
+        .unwrap_or_default()
+        .iter()
+        .find_map(|item| id_of(&item["price"]).and_then(|p| catalog.plan_by_stripe_price(p)))
+        .or_else(|| {
+            let id = subscription["metadata"]["plan_id"].as_str()?;
+            catalog.plans.iter().find(|plan| plan.id == id)
+        })
+}
+
+/// A subscription's new state, stored unless a newer one already is (events arrive out of
+/// order; the event's `created` orders them).
+async fn subscription_changed(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    event: &Event<'_>,
+) -> Result<(), ApiError> {
+    let subscription = event.object;
+    let Some(subscription_id) = subscription["id"].as_str() else {
+        return ignored(event, "subscription without id");
+    };
+    let Some(plan) = subscription_plan(state, subscription) else {
+        return ignored(event, "no plan of the catalog on the subscription");
+    };
+    let metadata_user = subscription["metadata"]["user_id"].as_str();
+    let Some(user_id) = find_user(conn, id_of(&subscription["customer"]), metadata_user).await?
+    else {
+        return ignored(event, "no such user");
+    };
+    let status = if event.kind == "customer.subscription.deleted" {
+        "canceled"
+    } else {
+        subscription["status"].as_str().unwrap_or("active")
+    };
+    // Newer API versions moved the period onto the items.
+    let current_period_end = time_of(&subscription["current_period_end"])
+        .or_else(|| time_of(&subscription["items"]["data"][0]["current_period_end"]));
+    let applied = billing::apply_subscription_state(
+        conn,
+        SubscriptionState {
+            user_id,
+            provider: PROVIDER,
+            provider_subscription_id: subscription_id,
+            plan_id: &plan.id,
+            status,
+            current_period_end,
+            cancel_at_period_end: subscription["cancel_at_period_end"]
+                .as_bool()
+                .unwrap_or(false),
+            provider_updated_at: event.created,
+        },
+    )
+    .await?;
+    if !applied {
+        tracing::info!(
+            event = event.id,
+            "older Stripe subscription state ignored; a newer one is stored"
+        );
+    }
+    Ok(())
+}
+
+/// A (partial) refund: takes back the refunded share of the unspent credits of the payment
+/// the charge belongs to (a renewal's invoice or a purchase's payment intent).
+async fn charge_refunded(conn: &mut AsyncPgConnection, event: &Event<'_>) -> Result<(), ApiError> {
+    let charge = event.object;
+    let Some(charge_id) = charge["id"].as_str() else {
+        return ignored(event, "charge without id");
+    };
+    let payments: Vec<&str> = [id_of(&charge["invoice"]), id_of(&charge["payment_intent"])]
+        .into_iter()
+        .flatten()
+        .collect();
+    // Each refund object is its own idempotent record. When the charge does not list them
+    // (newer API versions), the growth of `amount_refunded` is the refund.
+    let mut refunds: Vec<(String, i64)> = charge["refunds"]["data"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| !matches!(r["status"].as_str(), Some("failed" | "canceled")))
+        .filter_map(|r| Some((r["id"].as_str()?.to_owned(), r["amount"].as_i64()?)))
+        .collect();
+    if refunds.is_empty() {
+        let total = charge["amount_refunded"].as_i64().unwrap_or(0);
+        let before = event.previous["amount_refunded"].as_i64().unwrap_or(0);
+        if total > before {
+            refunds.push((format!("{charge_id}:{total}"), total - before));
+        }
+    }
+    for (refund_id, amount) in &refunds {
+        let mut applied = None;
+        for payment in &payments {
+            applied = billing::record_refund(
+                conn,
+                Refund {
+                    provider: PROVIDER,
+                    payment_reference: payment,
+                    refund_reference: refund_id,
+                    amount_cents: *amount,
+                },
+            )
+            .await?;
+            if applied.is_some() {
+                break;
+            }
+        }
+        match applied {
+            Some((clawed, lost)) => {
+                tracing::info!(refund = %refund_id, clawed, lost, "Stripe refund applied")
+            }
+            None => tracing::info!(
+                refund = %refund_id,
+                "Stripe refund already applied or for a payment not recorded here"
+            ),
+        }
+    }
+    Ok(())
+}
