@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
-    db, jobs,
+    db,
+    generations::{provider::ImageProvider, renderer::BuiltinRenderer},
+    jobs,
     mail::{self, Mailer},
     metrics::Metrics,
     state::AppState,
@@ -49,12 +51,37 @@ pub fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
     })
 }
 
+/// The image model generations are sent to.
+pub fn image_provider(config: &Config) -> anyhow::Result<Arc<dyn ImageProvider>> {
+    match config.generation.provider.as_str() {
+        "builtin" => Ok(Arc::new(BuiltinRenderer)),
+        "openai" => {
+            let openai = config.generation.openai.clone().ok_or_else(|| {
+                anyhow::anyhow!("GI2_OPENAI_API_KEY: required when GI2_IMAGE_PROVIDER=openai")
+            })?;
+            Ok(Arc::new(crate::generations::openai::OpenAiProvider::new(
+                openai,
+            )?))
+        }
+        other => {
+            anyhow::bail!("GI2_IMAGE_PROVIDER: provider '{other}' is not available in this build")
+        }
+    }
+}
+
 /// Every job kind this binary runs.
 pub fn job_registry(state: &AppState) -> anyhow::Result<jobs::Registry> {
-    Ok(jobs::Registry::default().with(mail::SendMailHandler {
-        pool: state.pool.clone(),
-        mailer: mailer(&state.config)?,
-    }))
+    Ok(jobs::Registry::default()
+        .with(mail::SendMailHandler {
+            pool: state.pool.clone(),
+            mailer: mailer(&state.config)?,
+        })
+        .with(crate::generations::job::GenerateHandler {
+            pool: state.pool.clone(),
+            store: state.store.clone(),
+            provider: image_provider(&state.config)?,
+            deadline: state.config.generation.deadline,
+        }))
 }
 
 pub fn worker_options(config: &Config) -> jobs::WorkerOptions {
@@ -63,7 +90,7 @@ pub fn worker_options(config: &Config) -> jobs::WorkerOptions {
         lease: config.job_lease,
         poll_interval: config.job_poll_interval,
         shutdown_grace: config.shutdown_grace,
-        backoff_base: Duration::from_secs(2),
+        backoff_base: config.job_backoff_base,
         backoff_max: Duration::from_secs(3600),
     }
 }
@@ -86,6 +113,30 @@ pub async fn maintenance(state: AppState, every: Duration, shutdown: Cancellatio
             Err(e) => tracing::warn!(error = %e, "expiring credit grants failed"),
         }
         use diesel_async::RunQueryDsl;
+        // A generation whose job gave up must not keep its credits reserved.
+        let orphaned: Vec<uuid::Uuid> = diesel::sql_query(
+            "SELECT g.id FROM generations g JOIN jobs j ON j.id = g.job_id
+             WHERE g.status IN ('queued', 'running') AND j.status = 'failed'",
+        )
+        .load::<OrphanRow>(&mut conn)
+        .await
+        .map(|rows| rows.into_iter().map(|r| r.id).collect())
+        .unwrap_or_default();
+        for id in orphaned {
+            let failed = crate::generations::job::finish_unsuccessfully(
+                &mut conn,
+                id,
+                "failed",
+                Some((
+                    "internal_error",
+                    "The generation could not be completed; its credits were released.",
+                )),
+            )
+            .await;
+            if let Err(e) = failed {
+                tracing::warn!(generation_id = %id, error = %e, "releasing an orphaned generation failed");
+            }
+        }
         for sql in [
             "DELETE FROM rate_limits WHERE window_start < now() - interval '1 day'",
             "DELETE FROM oauth_states WHERE expires_at < now()",
@@ -95,6 +146,12 @@ pub async fn maintenance(state: AppState, every: Duration, shutdown: Cancellatio
             }
         }
     }
+}
+
+#[derive(diesel::QueryableByName)]
+struct OrphanRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: uuid::Uuid,
 }
 
 /// A running service: the HTTP server and, unless disabled, the workers.

@@ -92,11 +92,15 @@ pub struct Config {
     pub auth: AuthConfig,
     pub oauth: OAuthConfig,
     pub billing: BillingConfig,
+    pub upload: UploadConfig,
+    pub generation: GenerationConfig,
     pub smtp_url: Option<Secret>,
     pub mail_from: String,
     pub worker_concurrency: usize,
     pub job_lease: Duration,
     pub job_poll_interval: Duration,
+    /// First retry delay of failed jobs; doubles each attempt.
+    pub job_backoff_base: Duration,
     pub shutdown_grace: Duration,
     /// Warnings found while loading (ephemeral keys and the like), logged once tracing is up.
     pub warnings: Vec<String>,
@@ -138,6 +142,33 @@ pub struct BillingConfig {
     pub grace: Duration,
     /// A mail goes out once when the available balance drops below this.
     pub low_balance_threshold: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerationConfig {
+    /// `builtin` (the embedded renderer) or `openai` (an OpenAI-compatible Images API).
+    pub provider: String,
+    pub openai: Option<OpenAiConfig>,
+    /// A generation still unfinished this long after it started fails (`deadline_exceeded`).
+    pub deadline: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    pub base_url: Url,
+    pub api_key: Secret,
+    pub model: String,
+    pub timeout: Duration,
+}
+
+/// Bounds on uploaded reference images.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// Largest accepted file, in bytes; bigger uploads stop with 413 as soon as they pass it.
+    pub max_bytes: usize,
+    /// Largest accepted width × height, checked from the header before decoding
+    /// (the decompression-bomb bound).
+    pub max_image_pixels: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -393,6 +424,48 @@ impl Config {
             low_balance_threshold: env.parse_min("LOW_BALANCE_THRESHOLD", "20", 0)?,
         };
 
+        let openai = match env.get("OPENAI_API_KEY") {
+            Some(key) => Some(OpenAiConfig {
+                base_url: url_var("OPENAI_BASE_URL", "https://api.openai.com")?,
+                api_key: Secret::new(key),
+                model: env
+                    .get("OPENAI_MODEL")
+                    .unwrap_or_else(|| "gpt-image-2".into()),
+                timeout: Duration::from_secs(env.parse_min("OPENAI_TIMEOUT_SECS", "300", 1)?),
+            }),
+            None => None,
+        };
+        let provider = env.get("IMAGE_PROVIDER").unwrap_or_else(|| {
+            if openai.is_some() {
+                "openai".into()
+            } else {
+                "builtin".into()
+            }
+        });
+        match provider.as_str() {
+            "builtin" => {}
+            "openai" if openai.is_some() => {}
+            "openai" => {
+                return Err(env.error("OPENAI_API_KEY", "required when GI2_IMAGE_PROVIDER=openai"));
+            }
+            other => {
+                return Err(env.error(
+                    "IMAGE_PROVIDER",
+                    format!("expected builtin or openai, got '{other}'"),
+                ));
+            }
+        }
+        let generation = GenerationConfig {
+            provider,
+            openai,
+            deadline: Duration::from_secs(env.parse_min("GENERATION_DEADLINE_SECS", "600", 1)?),
+        };
+
+        let upload = UploadConfig {
+            max_bytes: env.parse_min("MAX_UPLOAD_BYTES", "20971520", 1024)?,
+            max_image_pixels: env.parse_min("MAX_IMAGE_PIXELS", "40000000", 1)?,
+        };
+
         let smtp_url = env.get("SMTP_URL").map(Secret::new);
         if let Some(smtp) = &smtp_url {
             let url = Url::parse(smtp.expose()).map_err(|_| {
@@ -429,6 +502,8 @@ impl Config {
             auth,
             oauth,
             billing,
+            upload,
+            generation,
             smtp_url,
             mail_from: env
                 .get("MAIL_FROM")
@@ -436,6 +511,11 @@ impl Config {
             worker_concurrency: env.parse_min("WORKER_CONCURRENCY", "4", 1)?,
             job_lease: Duration::from_secs(env.parse_min("JOB_LEASE_SECS", "30", 1)?),
             job_poll_interval: Duration::from_millis(env.parse_min("JOB_POLL_MS", "1000", 10)?),
+            job_backoff_base: Duration::from_millis(env.parse_min(
+                "JOB_BACKOFF_BASE_MS",
+                "2000",
+                1,
+            )?),
             shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECS", "20")?),
             warnings,
         };

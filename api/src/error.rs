@@ -100,6 +100,8 @@ pub enum ApiError {
     #[error("method not allowed")]
     MethodNotAllowed { allow: Vec<String> },
     #[error("{detail}")]
+    PaymentRequired { code: &'static str, detail: String },
+    #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -171,7 +173,8 @@ impl ApiError {
             | Self::Unavailable { code, .. }
             | Self::Missing { code, .. }
             | Self::BadGateway { code, .. }
-            | Self::Unauthorized { code, .. } => code,
+            | Self::Unauthorized { code, .. }
+            | Self::PaymentRequired { code, .. } => code,
             Self::Validation(_) => "validation_failed",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
@@ -188,6 +191,7 @@ impl ApiError {
             Self::BadRequest { .. } => "Bad request",
             Self::Validation(_) => "Validation failed",
             Self::Unauthorized { .. } => "Unauthorized",
+            Self::PaymentRequired { .. } => "Payment required",
             Self::Forbidden(_) => "Forbidden",
             Self::NotFound | Self::Missing { .. } => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
@@ -241,6 +245,7 @@ impl ResponseError for ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound | Self::Missing { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

@@ -9,6 +9,7 @@ pub mod config;
 pub mod credits;
 pub mod db;
 pub mod error;
+pub mod generations;
 pub mod http;
 pub mod jobs;
 pub mod mail;

@@ -19,6 +19,7 @@ Errors are RFC 9457 `application/problem+json` with a stable `code`.",
     tags(
         (name = "auth", description = "Registration, sign-in, tokens and password reset"),
         (name = "account", description = "The signed-in user's profile, sessions, security log and consents"),
+        (name = "generations", description = "Submit prompts, follow and read generations, download images, prices"),
         (name = "credits", description = "Balances, grants and the credit ledger"),
         (name = "billing", description = "Plans, credit packs, checkout and receipts (Stripe, Creem)"),
         (name = "webhooks", description = "Signed event deliveries from the payment providers"),
@@ -27,6 +28,7 @@ Errors are RFC 9457 `application/problem+json` with a stable `code`.",
         (name = "storage", description = "Signed downloads of stored objects"),
         (name = "oauth", description = "Sign in with Google or GitHub (authorization code with PKCE)"),
         (name = "api-keys", description = "Keys for integrators: the secret is shown once and stored hashed"),
+        (name = "reference-images", description = "Uploaded images generations start from; checked, and stored without metadata"),
     )
 )]
 struct BaseDoc;

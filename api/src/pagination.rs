@@ -48,6 +48,11 @@ impl PageQuery {
     }
 }
 
+/// The cursor that continues after `id`.
+pub fn cursor_after(id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
 /// A page of results, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T: ToSchema> {

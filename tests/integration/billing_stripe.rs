@@ -670,3 +670,82 @@ async fn events_this_server_cannot_use_are_acknowledged_and_recorded() {
     assert_eq!(balance(&app, &user).await, 0);
     app.assert_ledger_invariants().await;
 }
+
+#[tokio::test]
+async fn a_failed_renewal_marks_the_subscription_past_due() {
+    let (app, fake) = stripe_app().await;
+    let user = app.register_user().await;
+    let session = open_session(&app, &fake, &user, "pro").await;
+    let customer = session["customer"].as_str().unwrap().to_owned();
+    let sub_id = stripe_id("sub_1");
+    let t = now();
+    let sub = subscription_object(
+        &sub_id,
+        &customer,
+        &user.id,
+        "price_pro_monthly",
+        "active",
+        t + 30 * 86_400,
+        false,
+    );
+    deliver(
+        &app,
+        &fake,
+        &event("customer.subscription.created", sub, None, t),
+    )
+    .await;
+
+    let mut invoice = invoice_object(&InvoiceSpec {
+        customer: &customer,
+        subscription: &sub_id,
+        user_id: &user.id,
+        price_id: "price_pro_monthly",
+        amount: 2900,
+        period_start: t + 30 * 86_400,
+        period_end: t + 60 * 86_400,
+        billing_reason: "subscription_cycle",
+    });
+    invoice["paid"] = json!(false);
+    invoice["status"] = json!("open");
+    invoice["amount_paid"] = json!(0);
+    invoice["amount_remaining"] = json!(2900);
+    deliver(
+        &app,
+        &fake,
+        &event("invoice.payment_failed", invoice, None, t + 10),
+    )
+    .await;
+    let current = get_json(&app, &user, "/v1/billing/subscription").await["subscription"].clone();
+    assert_eq!(current["plan"], "pro");
+    assert_eq!(current["status"], "past_due");
+    assert_eq!(balance(&app, &user).await, 0);
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn items_without_a_stripe_price_cannot_be_bought_through_stripe() {
+    let fake = StripeFake::start().await;
+    let dir = gptimage2_tests::tempfile_dir::TempDir::new();
+    let catalog = dir.0.join("catalog.json");
+    std::fs::write(
+        &catalog,
+        r#"{"plans": [], "packs": [{"id": "creem_only", "name": "Creem only", "credits": 10,
+            "price_cents": 100, "currency": "usd", "creem_product_id": "prod_x"}]}"#,
+    )
+    .unwrap();
+    let mut env = fake.env();
+    env.push(("GI2_BILLING_CATALOG".into(), catalog.display().to_string()));
+    let app = spawn_app_with(AppOptions {
+        env,
+        ..Default::default()
+    })
+    .await;
+    let user = app.register_user().await;
+    let res = checkout(&app, &user, "creem_only").await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["code"], "validation_failed");
+    assert_eq!(problem["errors"][0]["field"], "item_id");
+    assert!(fake.requests().is_empty(), "nothing reached Stripe");
+    app.assert_ledger_invariants().await;
+}

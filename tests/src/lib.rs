@@ -5,6 +5,7 @@ pub mod creem_fake;
 
 pub mod db;
 pub mod oauth_fake;
+pub mod openai_fake;
 pub mod s3;
 pub mod smtp;
 pub mod stripe_fake;

@@ -72,7 +72,14 @@ impl CreemProvider {
             .timeout(TIMEOUT)
             .send()
             .await
-            .map_err(|err| provider_error(&what, &err.without_url().to_string()))?;
+            .map_err(|err| {
+                let why = if err.is_timeout() {
+                    format!("no answer within {TIMEOUT:?}")
+                } else {
+                    err.without_url().to_string()
+                };
+                provider_error(&what, &why)
+            })?;
         let status = res.status();
         if !status.is_success() {
             return Err(provider_error(&what, &format!("answered {status}")));

@@ -9,7 +9,7 @@ use std::{
 };
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use stripe::{Client, ClientBuilder, StripeError};
 use stripe_billing::{
     billing_portal_session::CreateBillingPortalSession, subscription::CancelSubscription,
@@ -55,11 +55,12 @@ impl StripeProvider {
         // pick one on its own and async-stripe's connector would panic; choose aws-lc-rs
         // unless something chose already (the error says so and is fine).
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let key = format!(
+        // Keyed by a digest, so the map holds no copy of the secret key.
+        let key = hex::encode(Sha256::digest(format!(
             "{}\n{}",
             self.config.api_base,
             self.config.secret_key.expose()
-        );
+        )));
         let mut clients = CLIENTS
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -296,7 +296,62 @@ diesel::joinable!(billing_customers -> users (user_id));
 diesel::joinable!(subscriptions -> users (user_id));
 diesel::joinable!(billing_transactions -> users (user_id));
 
+diesel::table! {
+    reference_images (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        object_key -> Text,
+        content_type -> Text,
+        width -> Int4,
+        height -> Int4,
+        bytes -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    generations (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        status -> Text,
+        prompt -> Text,
+        params -> Jsonb,
+        provider -> Text,
+        cost_credits -> Int8,
+        hold_id -> Nullable<Uuid>,
+        job_id -> Nullable<Uuid>,
+        api_key_id -> Nullable<Uuid>,
+        error_code -> Nullable<Text>,
+        error_message -> Nullable<Text>,
+        created_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    generation_images (id) {
+        id -> Uuid,
+        generation_id -> Uuid,
+        user_id -> Uuid,
+        position -> Int4,
+        object_key -> Text,
+        format -> Text,
+        width -> Int4,
+        height -> Int4,
+        bytes -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(reference_images -> users (user_id));
+diesel::joinable!(generations -> users (user_id));
+diesel::joinable!(generation_images -> generations (generation_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    generation_images,
+    generations,
+    reference_images,
     billing_customers,
     billing_transactions,
     subscriptions,

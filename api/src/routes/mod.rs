@@ -6,10 +6,12 @@ pub mod auth;
 pub mod billing;
 pub mod credits;
 pub mod files;
+pub mod generations;
 pub mod identities;
 pub mod me;
 pub mod oauth;
 pub mod ops;
+pub mod reference_images;
 pub mod webhooks_creem;
 pub mod webhooks_stripe;
 
@@ -52,5 +54,16 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(webhooks_stripe::receive_stripe_event)
         .service(api_keys::create_api_key)
         .service(api_keys::list_api_keys)
-        .service(api_keys::revoke_api_key);
+        .service(api_keys::revoke_api_key)
+        .service(reference_images::upload_reference_image)
+        .service(reference_images::list_reference_images)
+        .service(reference_images::get_reference_image)
+        .service(reference_images::delete_reference_image)
+        .service(generations::pricing_table)
+        .service(generations::create)
+        .service(generations::list)
+        .service(generations::get)
+        .service(generations::cancel)
+        .service(generations::remove)
+        .service(generations::image_content);
 }

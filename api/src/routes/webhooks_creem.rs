@@ -32,7 +32,7 @@ pub struct WebhookAck {
     tag = "webhooks",
     operation_id = "receiveCreemEvent",
     request_body(
-        content = String,
+        content = Object,
         content_type = "application/json",
         description = "The event exactly as Creem sent it: the signature covers these raw bytes."
     ),

@@ -4,6 +4,10 @@
 //! Stripe retries anything but a 2xx for days, so an event this server cannot use (unknown
 //! type, unknown user or price) is recorded and acknowledged, with a warning, rather than
 //! refused.
+//!
+//! Event shapes follow the API version the webhook endpoint was created with: fields are read
+//! as of 2024-06-20, falling back to where newer versions moved them (the invoice's `parent`,
+//! a line's `pricing`, the items' periods).
 
 use actix_web::{HttpRequest, post, web};
 use chrono::{DateTime, Utc};
@@ -234,7 +238,7 @@ async fn checkout_paid(
     Ok(())
 }
 
-/// The price id of an invoice line, in the shapes of the pinned and of newer API versions.
+/// The price id of an invoice line, as of 2024-06-20 or of newer API versions.
 fn line_price(line: &Value) -> Option<&str> {
     id_of(&line["price"])
         .or_else(|| line["pricing"]["price_details"]["price"].as_str())
@@ -383,7 +387,8 @@ async fn subscription_changed(
 }
 
 /// A (partial) refund: takes back the refunded share of the unspent credits of the payment
-/// the charge belongs to (a renewal's invoice or a purchase's payment intent).
+/// the charge belongs to (a renewal's invoice or a purchase's payment intent). Newer API
+/// versions dropped `charge.invoice`; there a renewal's refund finds no payment and is logged.
 async fn charge_refunded(conn: &mut AsyncPgConnection, event: &Event<'_>) -> Result<(), ApiError> {
     let charge = event.object;
     let Some(charge_id) = charge["id"].as_str() else {

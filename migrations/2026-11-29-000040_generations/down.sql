@@ -1,0 +1,3 @@
+DROP TABLE generation_images;
+DROP TABLE generations;
+DROP TABLE reference_images;
