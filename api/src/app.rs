@@ -19,6 +19,10 @@ use crate::{
 
 /// Connects to everything the configuration names, migrating the database when asked.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    // Several TLS crypto backends are compiled in (reqwest's, lettre's), so rustls cannot pick
+    // one by itself and clients relying on its default (async-stripe's) would panic: choose
+    // aws-lc-rs, unless this process already chose (the error then says so and is fine).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let database_url = config.database_url.expose().to_string();
     db::ensure_database(&database_url, config.is_development()).await?;
     if config.auto_migrate {
@@ -81,6 +85,11 @@ pub fn job_registry(state: &AppState) -> anyhow::Result<jobs::Registry> {
             store: state.store.clone(),
             provider: image_provider(&state.config)?,
             deadline: state.config.generation.deadline,
+        })
+        .with(crate::generations::webhooks::DeliverWebhookHandler {
+            pool: state.pool.clone(),
+            policy: state.config.webhooks.clone(),
+            allow_http: state.config.is_development(),
         }))
 }
 
@@ -140,6 +149,7 @@ pub async fn maintenance(state: AppState, every: Duration, shutdown: Cancellatio
         for sql in [
             "DELETE FROM rate_limits WHERE window_start < now() - interval '1 day'",
             "DELETE FROM oauth_states WHERE expires_at < now()",
+            "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",
         ] {
             if let Err(e) = diesel::sql_query(sql).execute(&mut conn).await {
                 tracing::warn!(error = %e, "housekeeping query failed");

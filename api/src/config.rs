@@ -94,6 +94,7 @@ pub struct Config {
     pub billing: BillingConfig,
     pub upload: UploadConfig,
     pub generation: GenerationConfig,
+    pub webhooks: WebhookConfig,
     pub smtp_url: Option<Secret>,
     pub mail_from: String,
     pub worker_concurrency: usize,
@@ -151,6 +152,29 @@ pub struct GenerationConfig {
     pub openai: Option<OpenAiConfig>,
     /// A generation still unfinished this long after it started fails (`deadline_exceeded`).
     pub deadline: Duration,
+}
+
+/// Outgoing generation webhooks (see `generations::webhooks`).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookConfig {
+    /// Deliver to any address, private and loopback included (tests and local setups only:
+    /// it switches the SSRF protection off).
+    pub allow_private: bool,
+    /// Hosts (names or IP literals, lower case) exempt from the address check, e.g. an
+    /// internal receiver; they may also use plain http.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl WebhookConfig {
+    /// Whether `host` skips the private-address check.
+    pub fn host_exempt(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        self.allow_private
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(host))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -466,6 +490,19 @@ impl Config {
             max_image_pixels: env.parse_min("MAX_IMAGE_PIXELS", "40000000", 1)?,
         };
 
+        let webhooks = WebhookConfig {
+            allow_private: env.parse("WEBHOOK_ALLOW_PRIVATE", "false")?,
+            allowed_hosts: env
+                .get("WEBHOOK_ALLOWED_HOSTS")
+                .map(|list| {
+                    list.split(',')
+                        .map(|h| h.trim().to_ascii_lowercase())
+                        .filter(|h| !h.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+
         let smtp_url = env.get("SMTP_URL").map(Secret::new);
         if let Some(smtp) = &smtp_url {
             let url = Url::parse(smtp.expose()).map_err(|_| {
@@ -504,6 +541,7 @@ impl Config {
             billing,
             upload,
             generation,
+            webhooks,
             smtp_url,
             mail_from: env
                 .get("MAIL_FROM")
@@ -664,6 +702,24 @@ mod tests {
             err.to_string()
                 .starts_with("invalid configuration: GI2_WORKER_CONCURRENCY:")
         );
+    }
+
+    #[test]
+    fn webhook_overrides_are_off_unless_set() {
+        let config = Config::from_vars(HashMap::new()).unwrap();
+        assert!(!config.webhooks.host_exempt("127.0.0.1"));
+        let config = Config::from_vars(vars(&[(
+            "GI2_WEBHOOK_ALLOWED_HOSTS",
+            " Hooks.Internal.Example , ::1,",
+        )]))
+        .unwrap();
+        assert!(config.webhooks.host_exempt("hooks.internal.example"));
+        assert!(config.webhooks.host_exempt("[::1]"));
+        assert!(!config.webhooks.host_exempt("127.0.0.1"));
+        let config = Config::from_vars(vars(&[("GI2_WEBHOOK_ALLOW_PRIVATE", "true")])).unwrap();
+        assert!(config.webhooks.host_exempt("10.0.0.1"));
+        let err = Config::from_vars(vars(&[("GI2_WEBHOOK_ALLOW_PRIVATE", "yes")])).unwrap_err();
+        assert_eq!(err.var, "GI2_WEBHOOK_ALLOW_PRIVATE");
     }
 
     #[test]

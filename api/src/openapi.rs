@@ -74,7 +74,97 @@ pub fn build() -> utoipa::openapi::OpenApi {
         .openapi(base())
         .configure(crate::routes::configure)
         .split_for_parts();
+    let mut spec = spec;
+    add_idempotency_headers(&mut spec);
     spec
+}
+
+/// Declares the optional `Idempotency-Key` header, and the answers it adds, on every POST
+/// the idempotency middleware guards ([`crate::http::idempotency::applies`]).
+pub fn add_idempotency_headers(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{
+        ContentBuilder, Ref, RefOr, Required, ResponseBuilder,
+        path::{ParameterBuilder, ParameterIn},
+        schema::{ObjectBuilder, Type},
+    };
+
+    const NAME: &str = "IdempotencyKey";
+    let parameter = ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Makes the request safe to retry: the first answer (below 500) to a key is replayed \
+for 24 h with `Idempotent-Replayed: true`. Scoped to the credential and path; the same key with \
+a different body is 422 `idempotency_key_reused`, while the first is still running 409 \
+`idempotency_key_in_use`.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(crate::http::idempotency::MAX_KEY_LEN))
+                .pattern(Some("^[!-~]+$")),
+        ))
+        .build();
+    spec.components
+        .get_or_insert_with(Default::default)
+        .parameters
+        .insert(NAME.into(), RefOr::T(parameter));
+
+    let problem = || {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .build()
+    };
+    let mention =
+        |responses: &mut std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>>,
+         status: &str,
+         text: &str| {
+            match responses.get_mut(status) {
+                Some(RefOr::T(existing)) => {
+                    existing.description = format!("{}; {text}", existing.description);
+                }
+                Some(RefOr::Ref(_)) => {}
+                None => {
+                    responses.insert(
+                        status.into(),
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(text)
+                                .content("application/problem+json", problem())
+                                .build(),
+                        ),
+                    );
+                }
+            }
+        };
+    for (path, item) in spec.paths.paths.iter_mut() {
+        if !crate::http::idempotency::applies(&actix_web::http::Method::POST, path) {
+            continue;
+        }
+        let Some(operation) = item.post.as_mut() else {
+            continue;
+        };
+        operation
+            .parameters
+            .get_or_insert_with(Vec::new)
+            .push(RefOr::Ref(Ref::new(format!(
+                "#/components/parameters/{NAME}"
+            ))));
+        let responses = &mut operation.responses.responses;
+        mention(responses, "400", "`invalid_idempotency_key`");
+        mention(
+            responses,
+            "409",
+            "`idempotency_key_in_use`: a request with this key is still running (`Retry-After`)",
+        );
+        mention(
+            responses,
+            "422",
+            "`idempotency_key_reused`: this key was used with a different request",
+        );
+    }
 }
 
 /// The document as committed in `openapi/openapi.json`: pretty JSON, trailing newline.

@@ -203,3 +203,96 @@ async fn admin_grant_credits_writes_an_admin_grant() {
     }
     app.assert_ledger_invariants().await;
 }
+
+#[tokio::test]
+async fn serve_logs_json_and_stops_cleanly_on_sigterm() {
+    let db = gptimage2_tests::fresh_database().await;
+    let dir = gptimage2_tests::tempfile_dir::TempDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let storage_dir = dir.0.display().to_string();
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs([
+            ("GI2_DATABASE_URL", db.url.as_str()),
+            ("GI2_STORAGE_DIR", storage_dir.as_str()),
+            ("GI2_BIND", bind.as_str()),
+            ("GI2_LOG_FORMAT", "json"),
+            ("GI2_HTTP_WORKERS", "1"),
+            ("GI2_SHUTDOWN_GRACE_SECS", "2"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let health = gptimage2_tests::eventually(
+        "the server to answer",
+        std::time::Duration::from_secs(20),
+        || async {
+            client
+                .get(format!("http://{bind}/readyz"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+        },
+    )
+    .await;
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        client
+            .get(format!("http://{bind}/docs/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "Swagger UI is served"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = child.wait_with_output().unwrap();
+                return (status, out.stdout, started.elapsed());
+            }
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("serve did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exit status {:?}", status.0);
+    let stdout = String::from_utf8(status.1).unwrap();
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let parsed: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            parsed["level"].is_string() && parsed["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("\"route\":\"/readyz\"")),
+        "requests are logged with their route"
+    );
+    assert!(stdout.contains("stopped"), "the shutdown is logged");
+}

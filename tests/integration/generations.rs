@@ -534,3 +534,50 @@ async fn pricing_is_public_and_matches_the_charge() {
     .unwrap();
     assert_eq!(g["cost_credits"], 48);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_follows_the_generation_to_its_end() {
+    let app = app(true).await;
+    let user = app.register_user().await;
+    let other = app.register_user().await;
+    app.grant_credits(&user.id, 10).await;
+    let g: Value = submit(
+        &app,
+        &user.access_token,
+        json!({"prompt": "a", "quality": "low", "size": "256x256"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = g["id"].as_str().unwrap();
+    assert_eq!(
+        app.get_auth(&format!("/v1/generations/{id}/events"), &other.access_token)
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let res = app
+        .get_auth(&format!("/v1/generations/{id}/events"), &user.access_token)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let text = tokio::time::timeout(Duration::from_secs(20), res.text())
+        .await
+        .expect("the stream ends after the last event")
+        .unwrap();
+    assert!(
+        text.contains("event: status\ndata: {\"status\":\"succeeded\"}"),
+        "{text}"
+    );
+    let completed = text
+        .split("event: completed\ndata: ")
+        .nth(1)
+        .expect("a completed event")
+        .lines()
+        .next()
+        .unwrap();
+    let view: Value = serde_json::from_str(completed).unwrap();
+    assert_eq!(view["images"].as_array().unwrap().len(), 1);
+}

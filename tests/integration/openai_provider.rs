@@ -456,3 +456,112 @@ async fn a_wrong_key_is_a_permanent_auth_failure() {
     );
     assert!(!error.to_string().contains("sk-wrong"));
 }
+
+/// A worker dies (its task is dropped, heartbeat and all) while the model is drawing; after
+/// its lease expires another worker finishes the generation, charged exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_generation_never_charges_twice() {
+    let fake = OpenAiFake::start().await;
+    let mut env = fake.app_env(30);
+    env.push(("GI2_JOB_POLL_MS".into(), "50".into()));
+    let app = spawn_app_with(AppOptions {
+        smtp: false,
+        workers: false,
+        env,
+        ..Default::default()
+    })
+    .await;
+    let user = funded_user(&app).await;
+    fake.set_mode(Mode::Slow(Duration::from_secs(20)));
+    let g = submit(
+        &app,
+        &user,
+        json!({"prompt": "a slow fox", "size": "64x64", "quality": "low"}),
+    )
+    .await;
+    let id = g["id"].as_str().unwrap().to_string();
+    let cost = g["cost_credits"].as_i64().unwrap();
+
+    let worker = |lease_secs: u64| {
+        let state = app.state.clone();
+        let options = gptimage2::jobs::WorkerOptions {
+            lease: Duration::from_secs(lease_secs),
+            ..gptimage2::app::worker_options(&state.config)
+        };
+        let registry = gptimage2::app::job_registry(&state).unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let url = state.config.database_url.expose().to_string();
+        (
+            tokio::spawn(gptimage2::jobs::run_workers(
+                state.pool.clone(),
+                url,
+                registry,
+                options,
+                stop.clone(),
+            )),
+            stop,
+        )
+    };
+    let (first, _keep) = worker(1);
+    gptimage2_tests::eventually(
+        "the first worker calling the model",
+        Duration::from_secs(10),
+        || async { (!fake.requests().is_empty()).then_some(()) },
+    )
+    .await;
+    first.abort();
+    let _ = first.await;
+    assert_eq!(
+        app.get_auth("/v1/credits", &user.access_token)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["held"],
+        cost,
+        "still reserved, not charged"
+    );
+
+    fake.set_mode(Mode::Succeed);
+    let (second, stop) = worker(5);
+    let done = gptimage2_tests::eventually(
+        "the generation finished by the second worker",
+        Duration::from_secs(20),
+        || async {
+            let g: Value = app
+                .get_auth(&format!("/v1/generations/{id}"), &user.access_token)
+                .await
+                .json()
+                .await
+                .unwrap();
+            (g["status"] == "succeeded").then_some(g)
+        },
+    )
+    .await;
+    assert_eq!(done["images"].as_array().unwrap().len(), 1);
+    let credits: Value = app
+        .get_auth("/v1/credits", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (credits["available"].as_i64(), credits["held"].as_i64()),
+        (Some(GRANT - cost), Some(0)),
+        "charged once"
+    );
+    let captures: i64 = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM ledger_entries WHERE kind = 'capture'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(captures, 1);
+    stop.cancel();
+    let _ = second.await;
+    app.assert_ledger_invariants().await;
+}

@@ -51,10 +51,6 @@ impl StripeProvider {
     /// system's root certificates).
     fn client(&self) -> Result<Client, ApiError> {
         static CLIENTS: LazyLock<Mutex<HashMap<String, Client>>> = LazyLock::new(Mutex::default);
-        // Several TLS crypto backends are compiled in (reqwest's, lettre's), so rustls cannot
-        // pick one on its own and async-stripe's connector would panic; choose aws-lc-rs
-        // unless something chose already (the error says so and is fine).
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         // Keyed by a digest, so the map holds no copy of the secret key.
         let key = hex::encode(Sha256::digest(format!(
             "{}\n{}",

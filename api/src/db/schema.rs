@@ -348,8 +348,53 @@ diesel::joinable!(reference_images -> users (user_id));
 diesel::joinable!(generations -> users (user_id));
 diesel::joinable!(generation_images -> generations (generation_id));
 
+diesel::table! {
+    webhook_secrets (user_id) {
+        user_id -> Uuid,
+        secret -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Uuid,
+        generation_id -> Uuid,
+        user_id -> Uuid,
+        url -> Text,
+        event_type -> Text,
+        payload -> Jsonb,
+        status -> Text,
+        attempts -> Int4,
+        response_status -> Nullable<Int4>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        delivered_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(webhook_secrets -> users (user_id));
+diesel::joinable!(webhook_deliveries -> generations (generation_id));
+
+diesel::table! {
+    idempotency_keys (scope_hash, key) {
+        scope_hash -> Bytea,
+        key -> Text,
+        request_hash -> Bytea,
+        status -> Text,
+        response_status -> Nullable<Int4>,
+        response_headers -> Nullable<Jsonb>,
+        response_body -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    webhook_deliveries,
+    webhook_secrets,
     generation_images,
+    idempotency_keys,
     generations,
     reference_images,
     billing_customers,

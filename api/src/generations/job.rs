@@ -85,6 +85,8 @@ pub async fn finish_unsuccessfully(
                 .execute(conn)
                 .await?;
         }
+        // Failed and canceled generations notify their webhook too, atomically with the change.
+        super::webhooks::enqueue_for(conn, generation_id).await?;
         Ok(true)
     })
     .await
@@ -215,6 +217,7 @@ impl GenerateHandler {
                     ))
                     .execute(conn)
                     .await?;
+                super::webhooks::enqueue_for(conn, generation_id).await?;
                 Ok(true)
             })
             .await

@@ -5,3 +5,4 @@ pub mod pricing;
 pub mod provider;
 pub mod reference_images;
 pub mod renderer;
+pub mod webhooks;

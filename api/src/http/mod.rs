@@ -2,6 +2,7 @@
 
 pub mod extractors;
 pub mod fallback;
+pub mod idempotency;
 pub mod metrics;
 pub mod request_id;
 pub mod server;

@@ -51,13 +51,17 @@ pub fn start(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
             .app_data(extractors::path_config())
             .app_data(web::PayloadConfig::default().limit(config.max_json_bytes))
             // Outermost last: the request id wraps everything, so every response carries it.
+            .wrap(from_fn(super::idempotency::middleware))
             .wrap(from_fn(super::metrics::middleware))
             .wrap(cors(&config))
             .wrap(from_fn(request_id::middleware))
             .into_utoipa_app()
             .openapi(crate::openapi::base())
             .configure(crate::routes::configure)
-            .openapi_service(|spec| SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec))
+            .openapi_service(|mut spec| {
+                crate::openapi::add_idempotency_headers(&mut spec);
+                SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec)
+            })
             .into_app()
             .route(
                 "/docs",

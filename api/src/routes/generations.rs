@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::{
     auth::{Auth, Credential},
     credits::{CreditError, ledger, low_balance},
-    db::schema::{api_keys, generation_images, generations, reference_images},
+    db::schema::{api_keys, generation_images, generations, reference_images, webhook_deliveries},
     error::{ApiError, FieldError, Problem},
     generations::{
         job::{self, finish_unsuccessfully},
@@ -50,6 +50,25 @@ pub struct GenerationError {
     pub message: String,
 }
 
+/// One webhook delivery of a generation's outcome and how it went.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookDeliveryView {
+    /// Also the `webhook-id` header, the same on every retry.
+    pub id: Uuid,
+    /// `pending` (being tried), `delivered` or `failed` (gave up, or refused).
+    #[schema(example = "delivered")]
+    pub status: String,
+    #[schema(example = 1)]
+    pub attempts: i32,
+    /// The receiver's HTTP status on the latest attempt.
+    #[schema(example = 200)]
+    pub response_status: Option<i32>,
+    /// Why the latest attempt failed.
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct GenerationView {
     pub id: Uuid,
@@ -69,6 +88,8 @@ pub struct GenerationView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Deliveries to `webhook_url` (one per terminal status), oldest first.
+    pub webhook_deliveries: Vec<WebhookDeliveryView>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -88,6 +109,17 @@ struct GenerationRow {
 }
 
 type ImageRow = (Uuid, Uuid, String, String, i32, i32, i64);
+
+type DeliveryRow = (
+    Uuid,
+    Uuid,
+    String,
+    i32,
+    Option<i32>,
+    Option<String>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
 
 async fn views(
     conn: &mut AsyncPgConnection,
@@ -109,6 +141,21 @@ async fn views(
             generation_images::width,
             generation_images::height,
             generation_images::bytes,
+        ))
+        .load(conn)
+        .await?;
+    let deliveries: Vec<DeliveryRow> = webhook_deliveries::table
+        .filter(webhook_deliveries::generation_id.eq_any(&ids))
+        .order((webhook_deliveries::generation_id, webhook_deliveries::id))
+        .select((
+            webhook_deliveries::id,
+            webhook_deliveries::generation_id,
+            webhook_deliveries::status,
+            webhook_deliveries::attempts,
+            webhook_deliveries::response_status,
+            webhook_deliveries::last_error,
+            webhook_deliveries::created_at,
+            webhook_deliveries::delivered_at,
         ))
         .load(conn)
         .await?;
@@ -150,6 +197,19 @@ async fn views(
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            webhook_deliveries: deliveries
+                .iter()
+                .filter(|d| d.1 == row.id)
+                .map(|d| WebhookDeliveryView {
+                    id: d.0,
+                    status: d.2.clone(),
+                    attempts: d.3,
+                    response_status: d.4,
+                    last_error: d.5.clone(),
+                    created_at: d.6,
+                    delivered_at: d.7,
+                })
+                .collect(),
         });
     }
     Ok(out)
@@ -185,12 +245,35 @@ fn check_webhook_url(state: &AppState, raw: &str) -> Option<FieldError> {
             "must be at most 2048 characters",
         ));
     }
-    if url.scheme() != "https" && !(state.config.is_development() && url.scheme() == "http") {
+    let dev = state.config.is_development();
+    // Allow-listed hosts (and the tests' allow-private override) skip the host rules.
+    let exempt = state
+        .config
+        .webhooks
+        .host_exempt(url.host_str().unwrap_or_default());
+    if url.scheme() != "https" && !((dev || exempt) && url.scheme() == "http") {
         return Some(FieldError::new("webhook_url", "must use https"));
     }
+    if dev || exempt {
+        return None;
+    }
+    // Production: the addresses are checked again at each delivery (after DNS resolution);
+    // these are the mistakes visible from the text alone.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Some(FieldError::new(
+            "webhook_url",
+            "must not contain credentials",
+        ));
+    }
     match url.host() {
-        Some(url::Host::Domain(h)) if h != "localhost" && !h.ends_with(".localhost") => None,
-        _ if state.config.is_development() => None,
+        Some(url::Host::Domain(h))
+            if h.contains('.')
+                && ![".localhost", ".local", ".internal", ".home.arpa", ".lan"]
+                    .iter()
+                    .any(|suffix| h.trim_end_matches('.').ends_with(suffix)) =>
+        {
+            None
+        }
         _ => Some(FieldError::new("webhook_url", "must name a public host")),
     }
 }
@@ -553,4 +636,118 @@ pub async fn pricing_table() -> web::Json<PricingView> {
     web::Json(PricingView {
         sizes: pricing::table(),
     })
+}
+
+/// Follow a generation as Server-Sent Events: a `status` event on every change, then
+/// `completed` (the full generation, with image links), `failed` or `canceled`, and the
+/// stream ends. A comment line every 15 s keeps proxies from closing an idle stream.
+#[utoipa::path(
+    tag = "generations",
+    operation_id = "streamGenerationEvents",
+    params(("id" = Uuid, Path, description = "Generation id")),
+    security(("bearer_jwt" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "`text/event-stream`: events `status` (`{\"status\": …}`), then `completed` (the generation), `failed` or `canceled`", body = String, content_type = "text/event-stream"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such generation of yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/generations/{id}/events")]
+pub async fn events(
+    state: web::Data<AppState>,
+    auth: Auth,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    // Ownership is checked before the stream starts, so a stranger gets a plain 404.
+    let mut conn = state.pool.get().await?;
+    load_one(&mut conn, &state, auth.user_id, id).await?;
+    drop(conn);
+    struct Follow {
+        state: web::Data<AppState>,
+        user_id: Uuid,
+        id: Uuid,
+        last: Option<String>,
+        done: bool,
+        idle: std::time::Duration,
+    }
+    let start = Follow {
+        state,
+        user_id: auth.user_id,
+        id,
+        last: None,
+        done: false,
+        idle: std::time::Duration::ZERO,
+    };
+    let stream = futures::stream::unfold(start, |mut f| async move {
+        if f.done {
+            return None;
+        }
+        loop {
+            let view = match f.state.pool.get().await {
+                Ok(mut conn) => load_one(&mut conn, &f.state, f.user_id, f.id).await,
+                Err(e) => Err(e.into()),
+            };
+            let view = match view {
+                Ok(view) => view,
+                Err(ApiError::NotFound) => {
+                    f.done = true;
+                    return Some((
+                        Ok::<_, actix_web::Error>(sse(
+                            "deleted",
+                            &serde_json::json!({ "id": f.id }),
+                        )),
+                        f,
+                    ));
+                }
+                // A passing database error: try again on the next tick.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if f.last.as_deref() != Some(view.status.as_str()) {
+                f.last = Some(view.status.clone());
+                f.idle = std::time::Duration::ZERO;
+                let terminal = matches!(view.status.as_str(), "succeeded" | "failed" | "canceled");
+                let frame = if terminal {
+                    f.done = true;
+                    let name = if view.status == "succeeded" {
+                        "completed"
+                    } else {
+                        view.status.as_str()
+                    };
+                    format!(
+                        "{}{}",
+                        sse("status", &serde_json::json!({ "status": view.status })),
+                        sse(name, &view)
+                    )
+                } else {
+                    sse("status", &serde_json::json!({ "status": view.status }))
+                };
+                return Some((Ok(frame), f));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            f.idle += std::time::Duration::from_millis(250);
+            if f.idle >= std::time::Duration::from_secs(15) {
+                f.idle = std::time::Duration::ZERO;
+                return Some((Ok(": keep-alive\n\n".to_string()), f));
+            }
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(futures::StreamExt::map(stream, |r| {
+            r.map(actix_web::web::Bytes::from)
+        })))
+}
+
+/// One Server-Sent Event frame.
+fn sse(event: &str, data: &impl Serialize) -> String {
+    format!(
+        "event: {event}\ndata: {}\n\n",
+        serde_json::to_string(data).unwrap_or_else(|_| "{}".into())
+    )
 }

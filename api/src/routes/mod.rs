@@ -12,6 +12,7 @@ pub mod me;
 pub mod oauth;
 pub mod ops;
 pub mod reference_images;
+pub mod webhook_secret;
 pub mod webhooks_creem;
 pub mod webhooks_stripe;
 
@@ -43,6 +44,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(me::get_consents)
         .service(me::update_consents)
         .service(me::privacy_policy)
+        .service(webhook_secret::get_webhook_secret)
         .service(credits::get_credits)
         .service(credits::list_ledger)
         .service(billing::catalog)
@@ -63,6 +65,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(generations::create)
         .service(generations::list)
         .service(generations::get)
+        .service(generations::events)
         .service(generations::cancel)
         .service(generations::remove)
         .service(generations::image_content);
