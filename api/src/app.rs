@@ -86,6 +86,16 @@ pub fn job_registry(state: &AppState) -> anyhow::Result<jobs::Registry> {
             provider: image_provider(&state.config)?,
             deadline: state.config.generation.deadline,
         })
+        .with(crate::accounts::export::ExportHandler {
+            pool: state.pool.clone(),
+            store: state.store.clone(),
+        })
+        .with(crate::accounts::deletion::DeleteAccountHandler {
+            state: state.clone(),
+        })
+        .with(crate::accounts::deletion::PurgeAccountMailHandler {
+            state: state.clone(),
+        })
         .with(crate::generations::webhooks::DeliverWebhookHandler {
             pool: state.pool.clone(),
             policy: state.config.webhooks.clone(),
@@ -104,8 +114,8 @@ pub fn worker_options(config: &Config) -> jobs::WorkerOptions {
     }
 }
 
-/// Periodic housekeeping done by worker processes: expiring credit grants and dropping
-/// stale rate-limit windows and abandoned OAuth states.
+/// Periodic housekeeping done by worker processes: expiring credit grants, purging expired
+/// exports, and dropping stale rate-limit windows and abandoned OAuth states.
 pub async fn maintenance(state: AppState, every: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     loop {
@@ -120,6 +130,11 @@ pub async fn maintenance(state: AppState, every: Duration, shutdown: Cancellatio
             Ok(0) => {}
             Ok(n) => tracing::info!(credits = n, "expired credit grants"),
             Err(e) => tracing::warn!(error = %e, "expiring credit grants failed"),
+        }
+        match crate::accounts::export::purge_expired(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(exports = n, "purged expired exports"),
+            Err(e) => tracing::warn!(error = %e, "purging expired exports failed"),
         }
         use diesel_async::RunQueryDsl;
         // A generation whose job gave up must not keep its credits reserved.

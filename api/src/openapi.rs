@@ -95,7 +95,7 @@ pub fn add_idempotency_headers(spec: &mut utoipa::openapi::OpenApi) {
         .required(Required::False)
         .description(Some(
             "Makes the request safe to retry: the first answer (below 500) to a key is replayed \
-for 24 h with `Idempotent-Replayed: true`. Scoped to the credential and path; the same key with \
+for 24 h with `Idempotent-Replayed: true`. Scoped to the user (session tokens) or the API key, and to the path; the same key with \
 a different body is 422 `idempotency_key_reused`, while the first is still running 409 \
 `idempotency_key_in_use`.",
         ))

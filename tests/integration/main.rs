@@ -1,5 +1,6 @@
 //! The one integration-test binary: every file here is a module.
 
+mod account_deletion;
 mod api_keys;
 mod auth;
 mod billing_creem;
@@ -7,6 +8,7 @@ mod billing_stripe;
 mod cli;
 mod credits;
 mod errors;
+mod exports;
 mod generations;
 mod http_basics;
 mod idempotency;

@@ -1,6 +1,8 @@
 //! Users: the account row, its public view, and the input types that validate themselves.
 
 pub mod consents;
+pub mod deletion;
+pub mod export;
 pub mod users;
 
 pub use users::{User, UserView};

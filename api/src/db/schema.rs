@@ -390,7 +390,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    exports (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        status -> Text,
+        progress -> Int4,
+        object_key -> Nullable<Text>,
+        bytes -> Nullable<Int8>,
+        error -> Nullable<Text>,
+        expires_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(exports -> users (user_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    exports,
     webhook_deliveries,
     webhook_secrets,
     generation_images,

@@ -3,9 +3,10 @@
 //!
 //! One middleware covers every `POST /v1/…` that sends the header, except `/v1/auth/…` and
 //! `/v1/webhooks/…` (sign-in and provider deliveries create nothing for a signed-in principal;
-//! webhooks have their own event-id deduplication). Keys are scoped by the SHA-256 of the
-//! `Authorization` value plus method and path, and a request is fingerprinted by the SHA-256
-//! of method, path+query and body; only those hashes are stored.
+//! webhooks have their own event-id deduplication). Keys are scoped by a SHA-256 of the caller
+//! (the verified user id of a session token, else the `Authorization` value) plus method and
+//! path, and a request is fingerprinted by the SHA-256 of method, path+query and body; only
+//! those hashes are stored.
 //!
 //! Answers below 500 (successes and 4xx alike) are stored and replayed; a 5xx, a handler
 //! error or a dropped request frees the key so the client can retry.
@@ -55,7 +56,9 @@ pub fn applies(method: &Method, path: &str) -> bool {
     let Some(rest) = path.strip_prefix("/v1/") else {
         return false;
     };
-    !matches!(rest.split('/').next(), Some("auth" | "webhooks"))
+    // Creating an API key answers with its secret, which is stored nowhere but in the
+    // client's hands: a replay would mean keeping it, so key creation is not replayable.
+    !matches!(rest.split('/').next(), Some("auth" | "webhooks")) && rest != "me/api-keys"
 }
 
 /// 1–255 visible ASCII characters (no spaces).
@@ -469,10 +472,14 @@ mod tests {
     #[test]
     fn only_creating_posts_under_v1_are_guarded() {
         assert!(applies(&Method::POST, "/v1/generations"));
-        assert!(applies(&Method::POST, "/v1/me/api-keys"));
+        assert!(applies(&Method::POST, "/v1/reference-images"));
         assert!(!applies(&Method::GET, "/v1/generations"));
         assert!(!applies(&Method::POST, "/v1/auth/login"));
         assert!(!applies(&Method::POST, "/v1/webhooks/stripe"));
+        assert!(
+            !applies(&Method::POST, "/v1/me/api-keys"),
+            "its answer carries a secret"
+        );
         assert!(!applies(&Method::POST, "/healthz"));
     }
 

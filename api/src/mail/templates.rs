@@ -24,6 +24,8 @@ const TEMPLATES: &[(&str, &str, &str, &str)] = &[
     template!("payment_receipt"),
     template!("low_balance"),
     template!("api_key_created"),
+    template!("export_ready"),
+    template!("account_deleted"),
 ];
 
 pub struct Rendered {
@@ -92,7 +94,8 @@ mod tests {
         serde_json::json!({ "sent_at": "<b>now</b>", "name": "<b>Ada</b>", "link": "https://spa.test/x?token=t",
                             "hours": 48, "minutes": 60, "ip": "127.0.0.1",
                             "amount": "5.00 USD", "credits": 100, "item": "pack_100", "provider": "stripe", "reference": "cs_1", "date": "2026-11-29", "available": 3,
-                            "key_name": "<b>CI</b>", "prefix": "gi2_abcdefgh" })
+                            "key_name": "<b>CI</b>", "prefix": "gi2_abcdefgh",
+                            "expires_on": "2026-12-06 12:00 UTC" })
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Every route, registered through utoipa-actix-web so the route table and the OpenAPI
 //! document are built by one chain.
 
+pub mod account_deletion;
 pub mod api_keys;
 pub mod auth;
 pub mod billing;
 pub mod credits;
+pub mod exports;
 pub mod files;
 pub mod generations;
 pub mod identities;
@@ -35,6 +37,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(oauth::callback)
         .service(me::get_me)
         .service(me::update_me)
+        .service(account_deletion::delete_me)
         .service(me::change_password)
         .service(me::list_sessions)
         .service(me::revoke_session)
@@ -44,6 +47,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(me::get_consents)
         .service(me::update_consents)
         .service(me::privacy_policy)
+        .service(exports::create_export)
+        .service(exports::list_exports)
+        .service(exports::get_export)
         .service(webhook_secret::get_webhook_secret)
         .service(credits::get_credits)
         .service(credits::list_ledger)

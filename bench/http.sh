@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Requests per second and p50/p99 latency of authenticated `GET /v1/me` and
+# `GET /v1/generations?limit=20`, beside a minimal actix-web handler, all measured by wrk from
+# a second process in one run on this machine. Usage: bench/http.sh [seconds=10] [connections=32]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+DURATION="${1:-10}"
+CONNECTIONS="${2:-32}"
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+ensure_postgres
+cargo build --release --locked -q -p gptimage2-api --bin gptimage2 --example hello_actix
+BIN="$CARGO_TARGET_DIR/release/gptimage2"
+DB="gi2_bench_$$"
+DIR=$(mktemp -d)
+API_PORT=$(free_port)
+BASE_PORT=$(free_port)
+psql_admin -qc "CREATE DATABASE ${DB}" >/dev/null
+export GI2_DATABASE_URL="postgres://postgres@${PG_HOST}:${PG_PORT}/${DB}" GI2_STORAGE_DIR="$DIR" GI2_BIND="127.0.0.1:${API_PORT}" \
+  GI2_LOG=warn GI2_HTTP_WORKERS=2 GI2_JOB_POLL_MS=100 GI2_AUTH_RATE_PER_MINUTE=100000
+"$BIN" serve >"$DIR/serve.log" 2>&1 &
+API_PID=$!
+"$CARGO_TARGET_DIR/release/examples/hello_actix" "127.0.0.1:${BASE_PORT}" 2 &
+BASE_PID=$!
+trap 'kill $API_PID $BASE_PID 2>/dev/null; wait 2>/dev/null; psql_admin -qc "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null; rm -rf "$DIR"' EXIT
+wait_for_port "$API_PORT" "gptimage2"
+wait_for_port "$BASE_PORT" "hello_actix"
+API="http://127.0.0.1:${API_PORT}"
+TOKEN=$(curl -sf -X POST "$API/v1/auth/register" -H 'content-type: application/json' \
+  -d '{"email":"bench@example.com","password":"correct horse battery staple","name":"Bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+"$BIN" admin grant-credits --email bench@example.com --amount 1000 >/dev/null
+for _ in $(seq 1 25); do
+  curl -sf -X POST "$API/v1/generations" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{"prompt":"bench","size":"256x256","quality":"low"}' >/dev/null
+done
+for _ in $(seq 1 100); do
+  DONE=$(curl -sf "$API/v1/generations?status=succeeded&limit=100" -H "authorization: Bearer $TOKEN" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))')
+  [ "$DONE" -ge 25 ] && break; sleep 0.2
+done
+
+run() { # name url [auth]
+  local out
+  if [ -n "${3:-}" ]; then out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $3" "$2")
+  else out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$2"); fi
+  local rps p50 p99
+  rps=$(echo "$out" | awk '/^Requests\/sec/{print $2}')
+  p50=$(echo "$out" | awk '$1=="50%"{print $2}')
+  p99=$(echo "$out" | awk '$1=="99%"{print $2}')
+  printf '%-40s %12s %10s %10s\n' "$1" "$rps" "$p50" "$p99"
+  echo "$rps" > "$DIR/$(echo "$1" | tr -c 'a-z0-9' '_').rps"
+}
+printf '%-40s %12s %10s %10s\n' "endpoint (${CONNECTIONS} connections, ${DURATION}s)" "req/s" "p50" "p99"
+run "minimal actix-web handler (baseline)" "http://127.0.0.1:${BASE_PORT}/"
+run "GET /v1/me" "$API/v1/me" "$TOKEN"
+run "GET /v1/generations?limit=20" "$API/v1/generations?limit=20" "$TOKEN"
+BASE=$(cat "$DIR"/minimal*.rps)
+for f in "$DIR"/GET*.rps; do
+  awk -v a="$(cat "$f")" -v b="$BASE" -v n="$(basename "$f" .rps)" 'BEGIN { printf "ratio %s / baseline: %.3f\n", n, a / b }'
+done
