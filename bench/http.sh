@@ -38,7 +38,8 @@ for _ in $(seq 1 100); do
   [ "$DONE" -ge 25 ] && break; sleep 0.2
 done
 
-run() { # name url [auth]
+run() { # id name url [auth]
+  local id="$1"; shift
   local out
   if [ -n "${3:-}" ]; then out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $3" "$2")
   else out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$2"); fi
@@ -47,13 +48,12 @@ run() { # name url [auth]
   p50=$(echo "$out" | awk '$1=="50%"{print $2}')
   p99=$(echo "$out" | awk '$1=="99%"{print $2}')
   printf '%-40s %12s %10s %10s\n' "$1" "$rps" "$p50" "$p99"
-  echo "$rps" > "$DIR/$(echo "$1" | tr -c 'a-z0-9' '_').rps"
+  echo "$rps" > "$DIR/$id.rps"
 }
 printf '%-40s %12s %10s %10s\n' "endpoint (${CONNECTIONS} connections, ${DURATION}s)" "req/s" "p50" "p99"
-run "minimal actix-web handler (baseline)" "http://127.0.0.1:${BASE_PORT}/"
-run "GET /v1/me" "$API/v1/me" "$TOKEN"
-run "GET /v1/generations?limit=20" "$API/v1/generations?limit=20" "$TOKEN"
-BASE=$(cat "$DIR"/minimal*.rps)
-for f in "$DIR"/GET*.rps; do
-  awk -v a="$(cat "$f")" -v b="$BASE" -v n="$(basename "$f" .rps)" 'BEGIN { printf "ratio %s / baseline: %.3f\n", n, a / b }'
+run baseline "minimal actix-web handler (baseline)" "http://127.0.0.1:${BASE_PORT}/"
+run me "GET /v1/me" "$API/v1/me" "$TOKEN"
+run generations "GET /v1/generations?limit=20" "$API/v1/generations?limit=20" "$TOKEN"
+for id in me generations; do
+  awk -v a="$(cat "$DIR/$id.rps")" -v b="$(cat "$DIR/baseline.rps")" -v n="$id" 'BEGIN { printf "ratio %s / baseline: %.3f\n", n, a / b }'
 done

@@ -59,6 +59,23 @@ enum AdminTask {
         #[arg(long)]
         to: String,
     },
+    /// Mail every active user the `policy_changed` notice for a policy version, once per
+    /// user and version: a re-run (after a crash, or for users who joined since) mails only
+    /// those not notified yet.
+    NotifyPolicyChange {
+        /// The policy version, e.g. 2027-01.
+        #[arg(long)]
+        version: String,
+        /// A sentence on what changed, included in the mail.
+        #[arg(long)]
+        summary: Option<String>,
+    },
+    /// Product-analytics events (consenting users only) per UTC day and event.
+    Analytics {
+        /// Days to cover, today included.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(i32).range(1..=366))]
+        days: i32,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -181,6 +198,14 @@ async fn admin(task: AdminTask, config: Config) -> anyhow::Result<()> {
                 summary.available
             );
         }
+        AdminTask::NotifyPolicyChange { version, summary } => {
+            let url = state.config.auth.privacy_policy_url.clone();
+            let queued = notify_policy_change(&mut conn, &version, summary, &url).await?;
+            println!(
+                "queued {queued} policy_changed mail(s) for version {}",
+                version.trim()
+            );
+        }
         AdminTask::SendTestMail { to } => {
             to.parse::<lettre::message::Mailbox>()
                 .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
@@ -193,6 +218,99 @@ async fn admin(task: AdminTask, config: Config) -> anyhow::Result<()> {
             .await?;
             println!("queued mail {id} to {to}");
         }
+        AdminTask::Analytics { days } => {
+            let rows = crate::analytics::daily_counts(&mut conn, days).await?;
+            let subjects = crate::analytics::distinct_subjects(&mut conn, days).await?;
+            println!("analytics, last {days} days (UTC; consenting users only)");
+            println!(
+                "{:<10}  {:<24}  {:>8}  {:>8}",
+                "day", "event", "events", "subjects"
+            );
+            for r in &rows {
+                println!(
+                    "{:<10}  {:<24}  {:>8}  {:>8}",
+                    r.day, r.event, r.events, r.subjects
+                );
+            }
+            println!("distinct subjects: {subjects}");
+        }
     }
     Ok(())
+}
+
+/// Users notified per transaction: a crash loses at most one batch's work, never mails twice.
+const POLICY_NOTICE_BATCH: i64 = 500;
+
+/// Queues `policy_changed` for every active user without a `policy_notices` row for
+/// `version`, recording the row in the same transaction; returns how many were queued.
+async fn notify_policy_change(
+    conn: &mut diesel_async::AsyncPgConnection,
+    version: &str,
+    summary: Option<String>,
+    url: &str,
+) -> anyhow::Result<u64> {
+    use diesel::prelude::*;
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+
+    use crate::db::schema::{policy_notices, users};
+
+    let version = version.trim();
+    if version.is_empty() || version.chars().count() > 64 || version.chars().any(char::is_control) {
+        anyhow::bail!("--version must be 1–64 printable characters");
+    }
+    let summary = summary
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    if summary.as_ref().is_some_and(|s| s.chars().count() > 2000) {
+        anyhow::bail!("--summary must be at most 2000 characters");
+    }
+    let mut queued = 0u64;
+    loop {
+        let batch = conn
+            .transaction::<_, anyhow::Error, _>(async |conn| {
+                let pending: Vec<(uuid::Uuid, String, String)> = users::table
+                    .filter(users::disabled_at.is_null())
+                    .filter(diesel::dsl::not(diesel::dsl::exists(
+                        policy_notices::table
+                            .filter(policy_notices::user_id.eq(users::id))
+                            .filter(policy_notices::version.eq(version)),
+                    )))
+                    .order(users::id)
+                    .limit(POLICY_NOTICE_BATCH)
+                    .select((users::id, users::email, users::name))
+                    // A user deleted meanwhile waits for this batch instead of failing it.
+                    .for_key_share()
+                    .load(conn)
+                    .await?;
+                let mut sent = 0u64;
+                for (user_id, email, name) in &pending {
+                    // A concurrent run may have taken this user: the row decides who mails.
+                    let claimed = diesel::insert_into(policy_notices::table)
+                        .values((
+                            policy_notices::user_id.eq(user_id),
+                            policy_notices::version.eq(version),
+                        ))
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                        .await?;
+                    if claimed == 1 {
+                        crate::mail::queue(
+                            conn,
+                            email,
+                            "policy_changed",
+                            serde_json::json!({ "name": name, "version": version,
+                                                "summary": summary, "url": url }),
+                        )
+                        .await?;
+                        sent += 1;
+                    }
+                }
+                Ok((pending.len(), sent))
+            })
+            .await?;
+        queued += batch.1;
+        if batch.0 == 0 {
+            return Ok(queued);
+        }
+    }
 }

@@ -97,6 +97,8 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub smtp_url: Option<Secret>,
     pub mail_from: String,
+    /// Where support requests are mailed.
+    pub support_email: String,
     pub worker_concurrency: usize,
     pub job_lease: Duration,
     pub job_poll_interval: Duration,
@@ -546,6 +548,9 @@ impl Config {
             mail_from: env
                 .get("MAIL_FROM")
                 .unwrap_or_else(|| "GPT Image 2 <no-reply@localhost>".into()),
+            support_email: env
+                .get("SUPPORT_EMAIL")
+                .unwrap_or_else(|| "support@localhost".into()),
             worker_concurrency: env.parse_min("WORKER_CONCURRENCY", "4", 1)?,
             job_lease: Duration::from_secs(env.parse_min("JOB_LEASE_SECS", "30", 1)?),
             job_poll_interval: Duration::from_millis(env.parse_min("JOB_POLL_MS", "1000", 10)?),
@@ -561,6 +566,10 @@ impl Config {
             .mail_from
             .parse::<lettre::message::Mailbox>()
             .map_err(|e| env.error("MAIL_FROM", e.to_string()))?;
+        config
+            .support_email
+            .parse::<lettre::Address>()
+            .map_err(|e| env.error("SUPPORT_EMAIL", e.to_string()))?;
         Ok(config)
     }
 

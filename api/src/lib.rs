@@ -1,6 +1,7 @@
 //! GPT Image 2: the API service as a library; `main.rs` is only its command line.
 
 pub mod accounts;
+pub mod analytics;
 pub mod app;
 pub mod auth;
 pub mod billing;

@@ -462,7 +462,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Follow a generation as Server-Sent Events: a `status` event on every change, then
+         * Follow a generation as Server-Sent Events: a `status` event on every change,
+         *     `partial_image` (`{index, url}`) for each partial image a streaming model sends, then
          *     `completed` (the full generation, with image links), `failed` or `canceled`, and the
          *     stream ends. A comment line every 15 s keeps proxies from closing an idle stream.
          */
@@ -813,6 +814,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/support/requests": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The support requests you sent, newest first. */
+        get: operations["listSupportRequests"];
+        put?: never;
+        /** Write to support; the request is mailed to the support team and a copy to you. */
+        post: operations["createSupportRequest"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhooks/creem": {
         parameters: {
             query?: never;
@@ -986,6 +1005,18 @@ export interface components {
              * @example CI pipeline
              */
             name: string;
+        };
+        CreateSupportRequest: {
+            /**
+             * @description Newlines and tabs are kept; other control characters are refused.
+             * @example Generation 0192… failed with provider_error at 10:02 UTC.
+             */
+            message: string;
+            /**
+             * @description One line: no control characters.
+             * @example A generation failed but used credits
+             */
+            subject: string;
         };
         /** @description A new key, with its secret: the only time it is shown. */
         CreatedApiKey: {
@@ -1595,6 +1626,19 @@ export interface components {
             next_cursor?: string | null;
         };
         /** @description A page of results, newest first. */
+        Page_SupportRequestView: {
+            data: {
+                /** Format: date-time */
+                created_at: string;
+                /** Format: uuid */
+                id: string;
+                message: string;
+                subject: string;
+            }[];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description A page of results, newest first. */
         Page_TransactionView: {
             data: {
                 /**
@@ -1868,6 +1912,15 @@ export interface components {
              * @example active
              */
             status: string;
+        };
+        /** @description A request the user sent to support. */
+        SupportRequestView: {
+            /** Format: date-time */
+            created_at: string;
+            /** Format: uuid */
+            id: string;
+            message: string;
+            subject: string;
         };
         TokenRequest: {
             /** @description The token from the mailed link. */
@@ -3261,7 +3314,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `text/event-stream`: events `status` (`{"status": …}`), then `completed` (the generation), `failed` or `canceled` */
+            /** @description `text/event-stream`: events `status` (`{"status": …}`), `partial_image` (`{"index": …, "url": …}`), then `completed` (the generation), `failed` or `canceled` */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4499,6 +4552,124 @@ export interface operations {
             };
             /** @description `validation_failed`: the id is not a UUID */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listSupportRequests: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Items per page, 1–100 (default 20).
+                 * @example 20
+                 */
+                limit?: number;
+                /** @description `next_cursor` of the previous page. */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of your requests */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_SupportRequestView"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `validation_failed`: bad `limit` or `cursor` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createSupportRequest: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the request safe to retry: the first answer (below 500) to a key is replayed for 24 h with `Idempotent-Replayed: true`. Scoped to the user (session tokens) or the API key, and to the path; the same key with a different body is 422 `idempotency_key_reused`, while the first is still running 409 `idempotency_key_in_use`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateSupportRequest"];
+            };
+        };
+        responses: {
+            /** @description Stored and on its way to support */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SupportRequestView"];
+                };
+            };
+            /** @description `invalid_idempotency_key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `validation_failed`: `errors` names `subject` or `message`; `idempotency_key_reused`: this key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `rate_limited`: 10 requests an hour; see `Retry-After` */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -389,6 +389,21 @@ describe("the SPA story", () => {
     expect(after.data.map((s) => s.id)).not.toContain(other!.id);
   });
 
+  test("write to support: stored, mailed to support and copied to the user", async () => {
+    const api = tab.current;
+    const subject = `A generation question ${randomUUID().slice(0, 8)}`;
+    const sent = await unwrap(
+      api.client.POST("/v1/support/requests", { body: { subject, message: "Which size is cheapest?\nThanks" } }),
+    );
+    expect(sent.subject).toBe(subject);
+    const invalid = await problemOf(api.client.POST("/v1/support/requests", { body: { subject: "", message: "x" } }));
+    expect([invalid.status, invalid.code]).toEqual([422, "validation_failed"]);
+    await server.mail.waitFor("support@example.com", new RegExp(subject));
+    await server.mail.waitFor(email, new RegExp(subject));
+    const mine = await unwrap(api.client.GET("/v1/support/requests"));
+    expect(mine.data.map((r) => r.id)).toContain(sent.id);
+  });
+
   test("export my data: queued, then a ZIP to download", async () => {
     const api = tab.current;
     const created = await api.client.POST("/v1/me/exports");

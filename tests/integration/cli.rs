@@ -16,7 +16,7 @@ fn binary() -> String {
     })
 }
 
-fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+pub(crate) fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(binary());
     cmd.args(args)
         .env_clear()

@@ -124,6 +124,16 @@ async fn an_export_holds_every_section_and_image_and_is_mailed() {
     })
     .await;
 
+    let res = app
+        .client
+        .post(app.url("/v1/support/requests"))
+        .bearer_auth(&user.access_token)
+        .json(&json!({"subject": "Where is my fox?", "message": "It was here a minute ago."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+
     let res = post_export(&app, &user).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let created: Value = res.json().await.unwrap();
@@ -232,9 +242,12 @@ async fn an_export_holds_every_section_and_image_and_is_mailed() {
         consents.as_array().unwrap().last().unwrap()["analytics"],
         true
     );
-    assert_eq!(json_file(&files, "support_requests.json"), json!([]));
     let ledger = json_file(&files, "credits_ledger.json");
     assert!(!ledger["entries"].as_array().unwrap().is_empty());
+    assert_eq!(
+        json_file(&files, "support_requests.json")[0]["subject"],
+        "Where is my fox?"
+    );
     let generations = json_file(&files, "generations.json");
     let g = &generations[0];
     assert_eq!(g["id"], gid.as_str());

@@ -1,6 +1,7 @@
 //! The one integration-test binary: every file here is a module.
 
 mod account_deletion;
+mod analytics;
 mod api_keys;
 mod auth;
 mod billing_creem;
@@ -20,4 +21,5 @@ mod openai_provider;
 mod openapi;
 mod reference_images;
 mod storage;
+mod support_and_mails;
 mod webhooks_out;

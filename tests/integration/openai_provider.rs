@@ -565,3 +565,97 @@ async fn a_worker_killed_mid_generation_never_charges_twice() {
     let _ = second.await;
     app.assert_ledger_invariants().await;
 }
+
+/// A streaming model's partial images reach the events stream before the final result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_images_are_streamed_to_the_events_endpoint() {
+    let fake = OpenAiFake::start().await;
+    let app = app(&fake).await;
+    let user = funded_user(&app).await;
+    let g = submit(
+        &app,
+        &user,
+        json!({"prompt": "a fox, bit by bit", "size": "64x64", "quality": "low"}),
+    )
+    .await;
+    let id = g["id"].as_str().unwrap();
+    let res = app
+        .get_auth(&format!("/v1/generations/{id}/events"), &user.access_token)
+        .await;
+    let text = tokio::time::timeout(Duration::from_secs(20), res.text())
+        .await
+        .unwrap()
+        .unwrap();
+    let partials: Vec<Value> = text
+        .split("event: partial_image\ndata: ")
+        .skip(1)
+        .map(|chunk| serde_json::from_str(chunk.lines().next().unwrap()).unwrap())
+        .collect();
+    assert!(!partials.is_empty(), "{text}");
+    let first = reqwest::get(partials[0]["url"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert!(
+        text.find("event: partial_image").unwrap() < text.find("event: completed").unwrap(),
+        "{text}"
+    );
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.param("stream").as_deref() == Some("true")),
+        "the model was asked to stream"
+    );
+    app.assert_ledger_invariants().await;
+}
+
+/// A generation still drawing when its deadline passes fails as `deadline_exceeded` and
+/// gives its credits back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generation_deadline_fails_long_runs_and_releases_credits() {
+    let fake = OpenAiFake::start().await;
+    let mut env = fake.app_env(30);
+    env.push(("GI2_JOB_POLL_MS".into(), "50".into()));
+    env.push(("GI2_GENERATION_DEADLINE_SECS".into(), "1".into()));
+    let app = spawn_app_with(AppOptions {
+        smtp: false,
+        env,
+        ..Default::default()
+    })
+    .await;
+    let user = funded_user(&app).await;
+    fake.set_mode(Mode::Slow(Duration::from_secs(10)));
+    let g = submit(
+        &app,
+        &user,
+        json!({"prompt": "a very slow fox", "size": "64x64", "quality": "low"}),
+    )
+    .await;
+    let id = g["id"].as_str().unwrap().to_string();
+    let failed = gptimage2_tests::eventually(
+        "the deadline to fail the generation",
+        Duration::from_secs(10),
+        || async {
+            let g: Value = app
+                .get_auth(&format!("/v1/generations/{id}"), &user.access_token)
+                .await
+                .json()
+                .await
+                .unwrap();
+            (g["status"] == "failed").then_some(g)
+        },
+    )
+    .await;
+    assert_eq!(failed["error"]["code"], "deadline_exceeded");
+    let credits: Value = app
+        .get_auth("/v1/credits", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (credits["available"].as_i64(), credits["held"].as_i64()),
+        (Some(GRANT), Some(0))
+    );
+    app.assert_ledger_invariants().await;
+}

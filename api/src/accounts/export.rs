@@ -324,8 +324,6 @@ impl ExportHandler {
             done += 1;
             set_progress(&mut conn, row.id, done, total).await?;
         }
-        // Support requests are not stored by the service yet; the file keeps the layout stable.
-        zip.write_file("support_requests.json", b"[]").await?;
 
         let mut missing = Vec::new();
         for (i, (path, key)) in images.iter().enumerate() {
@@ -501,6 +499,17 @@ const SECTIONS: &[(&str, &str)] = &[
             SELECT id, provider, provider_subscription_id, plan_id, status, current_period_end,
                    cancel_at_period_end, created_at, updated_at
             FROM subscriptions WHERE user_id = $1) t",
+    ),
+    (
+        "support_requests.json",
+        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') AS value FROM (
+            SELECT id, subject, message, created_at
+            FROM support_requests WHERE user_id = $1) t",
+    ),
+    (
+        "policy_notices.json",
+        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.queued_at, t.version), '[]') AS value FROM (
+            SELECT version, queued_at FROM policy_notices WHERE user_id = $1) t",
     ),
 ];
 

@@ -407,7 +407,54 @@ diesel::table! {
 
 diesel::joinable!(exports -> users (user_id));
 
+diesel::table! {
+    analytics_events (id) {
+        id -> Uuid,
+        subject -> Uuid,
+        event -> Text,
+        properties -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    generation_partials (generation_id, idx) {
+        generation_id -> Uuid,
+        idx -> Int4,
+        object_key -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(generation_partials -> generations (generation_id));
+
+diesel::table! {
+    support_requests (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        subject -> Text,
+        message -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(support_requests -> users (user_id));
+
+diesel::table! {
+    policy_notices (user_id, version) {
+        user_id -> Uuid,
+        version -> Text,
+        queued_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(policy_notices -> users (user_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    support_requests,
+    policy_notices,
+    analytics_events,
+    generation_partials,
     exports,
     webhook_deliveries,
     webhook_secrets,

@@ -17,7 +17,7 @@ use crate::{
     credits::ledger,
     db::{
         DbPool,
-        schema::{generation_images, generations},
+        schema::{generation_images, generation_partials, generations},
     },
     jobs::{JobContext, JobError, JobHandler},
     storage::{self, ObjectStore},
@@ -298,11 +298,22 @@ impl JobHandler for GenerateHandler {
             return Ok(());
         };
         let request = self.request(&g).await?;
+        let (partials, received) = tokio::sync::mpsc::unbounded_channel();
+        let keeper = tokio::spawn(keep_partials(
+            self.pool.clone(),
+            self.store.clone(),
+            g.user_id,
+            generation_id,
+            request.output_format.clone(),
+            received,
+        ));
         let outcome = tokio::select! {
-            result = tokio::time::timeout(remaining, self.provider.generate(&request, None)) => result,
+            result = tokio::time::timeout(remaining, self.provider.generate(&request, Some(partials))) => result,
             _ = self.canceled(generation_id) => return Ok(()),
             _ = job.cancel.cancelled() => return Err(JobError::Retryable(anyhow::anyhow!("worker stopping"))),
         };
+        // The provider dropped its sender: the keeper finishes storing what arrived.
+        let _ = keeper.await;
         let mut conn = self.pool.get().await.map_err(retry)?;
         match outcome {
             Err(_) => {
@@ -343,6 +354,52 @@ impl JobHandler for GenerateHandler {
             Ok(Err(ProviderError::Transient(message))) => {
                 Err(JobError::Retryable(anyhow::anyhow!("provider: {message}")))
             }
+        }
+    }
+}
+
+/// Stores each partial image a streaming model sends, for `GET /v1/generations/{id}/events`.
+/// Best effort: a partial that cannot be kept is skipped, never failing the generation.
+async fn keep_partials(
+    pool: DbPool,
+    store: Arc<dyn ObjectStore>,
+    user_id: Uuid,
+    generation_id: Uuid,
+    format: String,
+    mut received: tokio::sync::mpsc::UnboundedReceiver<(u32, bytes::Bytes)>,
+) {
+    let ext = if format == "jpeg" {
+        "jpg"
+    } else {
+        format.as_str()
+    };
+    while let Some((index, image)) = received.recv().await {
+        let key = format!("users/{user_id}/generations/{generation_id}/partial-{index}.{ext}");
+        if let Err(e) = store
+            .put(
+                &key,
+                &format!("image/{format}"),
+                storage::bytes_stream(image),
+            )
+            .await
+        {
+            tracing::warn!(generation_id = %generation_id, error = %e, "storing a partial image failed");
+            continue;
+        }
+        let Ok(mut conn) = pool.get().await else {
+            continue;
+        };
+        let stored = diesel::insert_into(generation_partials::table)
+            .values((
+                generation_partials::generation_id.eq(generation_id),
+                generation_partials::idx.eq(index as i32),
+                generation_partials::object_key.eq(&key),
+            ))
+            .on_conflict_do_nothing()
+            .execute(&mut conn)
+            .await;
+        if let Err(e) = stored {
+            tracing::warn!(generation_id = %generation_id, error = %e, "recording a partial image failed");
         }
     }
 }

@@ -26,6 +26,10 @@ const TEMPLATES: &[(&str, &str, &str, &str)] = &[
     template!("api_key_created"),
     template!("export_ready"),
     template!("account_deleted"),
+    template!("support_request"),
+    template!("support_copy"),
+    template!("new_sign_in"),
+    template!("policy_changed"),
 ];
 
 pub struct Rendered {
@@ -95,7 +99,11 @@ mod tests {
                             "hours": 48, "minutes": 60, "ip": "127.0.0.1",
                             "amount": "5.00 USD", "credits": 100, "item": "pack_100", "provider": "stripe", "reference": "cs_1", "date": "2026-11-29", "available": 3,
                             "key_name": "<b>CI</b>", "prefix": "gi2_abcdefgh",
-                            "expires_on": "2026-12-06 12:00 UTC" })
+                            "expires_on": "2026-12-06 12:00 UTC",
+                            "user_id": "0190f5a4-0000-7000-8000-000000000000", "email": "ada@example.com",
+                            "subject": "<b>Help</b>", "message": "line one\nline <b>two</b>",
+                            "time": "2026-11-29 12:00 UTC", "user_agent": "<b>Firefox</b>", "method": "password",
+                            "version": "2027-01", "summary": "<b>shorter</b>", "url": "https://gptimage2.dev/legal/privacy" })
     }
 
     #[test]

@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use crate::{
     accounts::{User, UserView, consents, users},
+    analytics,
     auth::{
-        ClientInfo, SessionAuth, activity, cookie, password, rate_limit,
+        ClientInfo, SessionAuth, activity, cookie, new_device, password, rate_limit,
         sessions::{self, ClientKind, Issued},
         tokens,
     },
@@ -267,6 +268,15 @@ pub async fn register(
             Ok((user, issued))
         })
         .await?;
+    // Consent starts off, so this records only if registration ever carries a choice.
+    analytics::track(
+        &mut conn,
+        &state.config.url_signing_key,
+        user.id,
+        analytics::event::SIGNED_UP,
+        serde_json::json!({ "method": "password" }),
+    )
+    .await;
     let view = UserView::load(&mut conn, &user).await?;
     Ok(respond(StatusCode::CREATED, &state, view, issued))
 }
@@ -465,6 +475,7 @@ pub async fn login(
             let (state, client, user_id) = (&state, &client, user.id);
             let issued =
                 sessions::start(conn, state, user_id, body.client, "password", client).await?;
+            new_device::notify_if_new_device(conn, &user, client, "password").await?;
             activity::record(
                 conn,
                 user_id,
@@ -476,6 +487,14 @@ pub async fn login(
             Ok(issued)
         })
         .await?;
+    analytics::track(
+        &mut conn,
+        &state.config.url_signing_key,
+        user.id,
+        analytics::event::SIGNED_IN,
+        serde_json::json!({ "method": "password" }),
+    )
+    .await;
     let view = UserView::load(&mut conn, &user).await?;
     Ok(respond(StatusCode::OK, &state, view, issued))
 }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     accounts::users,
+    analytics,
     auth::{Auth, SessionAuth},
     billing::{self, CheckoutRequest, catalog::Catalog},
     db::schema::{billing_transactions, subscriptions},
@@ -121,6 +122,13 @@ pub async fn checkout(
             },
         )
         .await?;
+    analytics::track_pooled(
+        &state,
+        auth.user_id,
+        analytics::event::CHECKOUT_STARTED,
+        serde_json::json!({ "provider": body.provider.as_str(), "item_id": body.item_id }),
+    )
+    .await;
     Ok(web::Json(CheckoutResponse { checkout_url }))
 }
 

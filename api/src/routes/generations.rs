@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
+    analytics,
     auth::{Auth, Credential},
     credits::{CreditError, ledger, low_balance},
     db::schema::{api_keys, generation_images, generations, reference_images, webhook_deliveries},
@@ -410,6 +411,20 @@ pub async fn create(
             load_one(conn, &state, auth.user_id, id).await
         })
         .await?;
+    // After the commit: only what was chosen, never the prompt or the images.
+    analytics::track(
+        &mut conn,
+        &state.config.url_signing_key,
+        auth.user_id,
+        analytics::event::GENERATION_SUBMITTED,
+        serde_json::json!({
+            "size": request.size,
+            "quality": request.quality,
+            "n": request.n,
+            "output_format": request.output_format,
+        }),
+    )
+    .await;
     let id = view.id;
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/v1/generations/{id}")))
@@ -638,7 +653,8 @@ pub async fn pricing_table() -> web::Json<PricingView> {
     })
 }
 
-/// Follow a generation as Server-Sent Events: a `status` event on every change, then
+/// Follow a generation as Server-Sent Events: a `status` event on every change,
+/// `partial_image` (`{index, url}`) for each partial image a streaming model sends, then
 /// `completed` (the full generation, with image links), `failed` or `canceled`, and the
 /// stream ends. A comment line every 15 s keeps proxies from closing an idle stream.
 #[utoipa::path(
@@ -647,7 +663,7 @@ pub async fn pricing_table() -> web::Json<PricingView> {
     params(("id" = Uuid, Path, description = "Generation id")),
     security(("bearer_jwt" = []), ("api_key" = [])),
     responses(
-        (status = 200, description = "`text/event-stream`: events `status` (`{\"status\": …}`), then `completed` (the generation), `failed` or `canceled`", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "`text/event-stream`: events `status` (`{\"status\": …}`), `partial_image` (`{\"index\": …, \"url\": …}`), then `completed` (the generation), `failed` or `canceled`", body = String, content_type = "text/event-stream"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such generation of yours", body = Problem, content_type = "application/problem+json"),
     )
@@ -668,6 +684,8 @@ pub async fn events(
         user_id: Uuid,
         id: Uuid,
         last: Option<String>,
+        /// The next partial image index to send.
+        next_partial: i32,
         done: bool,
         idle: std::time::Duration,
     }
@@ -676,6 +694,7 @@ pub async fn events(
         user_id: auth.user_id,
         id,
         last: None,
+        next_partial: 0,
         done: false,
         idle: std::time::Duration::ZERO,
     };
@@ -706,6 +725,23 @@ pub async fn events(
                     continue;
                 }
             };
+            // Partial images first, so a stream opened late still shows them before the end.
+            let partials = match f.state.pool.get().await {
+                Ok(mut conn) => new_partials(&mut conn, &f.state, f.id, f.next_partial)
+                    .await
+                    .unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            if !partials.is_empty() {
+                f.next_partial = partials
+                    .iter()
+                    .map(|p| p.index + 1)
+                    .max()
+                    .unwrap_or(f.next_partial);
+                f.idle = std::time::Duration::ZERO;
+                let frames: String = partials.iter().map(|p| sse("partial_image", p)).collect();
+                return Some((Ok(frames), f));
+            }
             if f.last.as_deref() != Some(view.status.as_str()) {
                 f.last = Some(view.status.clone());
                 f.idle = std::time::Duration::ZERO;
@@ -742,6 +778,43 @@ pub async fn events(
         .streaming(futures::StreamExt::map(stream, |r| {
             r.map(actix_web::web::Bytes::from)
         })))
+}
+
+/// A partial image the model streamed, as sent in a `partial_image` event.
+#[derive(Serialize)]
+struct PartialImage {
+    index: i32,
+    /// A short-lived signed link to the partial image.
+    url: String,
+}
+
+async fn new_partials(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    generation_id: Uuid,
+    from: i32,
+) -> Result<Vec<PartialImage>, ApiError> {
+    use crate::db::schema::generation_partials;
+    let rows: Vec<(i32, String)> = generation_partials::table
+        .filter(generation_partials::generation_id.eq(generation_id))
+        .filter(generation_partials::idx.ge(from))
+        .order(generation_partials::idx)
+        .select((generation_partials::idx, generation_partials::object_key))
+        .load(conn)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (index, key) in rows {
+        let url = state
+            .store
+            .signed_get_url(&key, state.config.signed_url_ttl)
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        out.push(PartialImage {
+            index,
+            url: url.to_string(),
+        });
+    }
+    Ok(out)
 }
 
 /// One Server-Sent Event frame.

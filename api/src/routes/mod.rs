@@ -14,6 +14,7 @@ pub mod me;
 pub mod oauth;
 pub mod ops;
 pub mod reference_images;
+pub mod support;
 pub mod webhook_secret;
 pub mod webhooks_creem;
 pub mod webhooks_stripe;
@@ -47,6 +48,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(me::get_consents)
         .service(me::update_consents)
         .service(me::privacy_policy)
+        .service(support::create_support_request)
+        .service(support::list_support_requests)
         .service(exports::create_export)
         .service(exports::list_exports)
         .service(exports::get_export)

@@ -18,8 +18,9 @@ use uuid::Uuid;
 
 use crate::{
     accounts::{User, consents, users},
+    analytics,
     auth::{
-        ClientInfo, activity, cookie,
+        ClientInfo, activity, cookie, new_device,
         oauth::{self, Provider, ProviderUser},
         rate_limit,
         sessions::{self, ClientKind, Issued},
@@ -246,7 +247,7 @@ mod refusal {
 }
 
 enum Outcome {
-    SignedIn(Issued),
+    SignedIn(Issued, Uuid),
     Refused(&'static str),
 }
 
@@ -384,13 +385,23 @@ pub async fn callback(
         }
         Err(err) => Err(err),
         Ok(Outcome::Refused(reason)) => refuse(reason),
-        Ok(Outcome::SignedIn(issued)) => Ok(found(&with_param(back, "signed_in", "1"))
-            .cookie(cookie::issue(
-                &state.config,
-                &issued.refresh_token,
-                issued.refresh_expires_at - Utc::now(),
-            ))
-            .finish()),
+        Ok(Outcome::SignedIn(issued, user_id)) => {
+            analytics::track(
+                &mut conn,
+                &state.config.url_signing_key,
+                user_id,
+                analytics::event::SIGNED_IN,
+                serde_json::json!({ "method": provider.as_str() }),
+            )
+            .await;
+            Ok(found(&with_param(back, "signed_in", "1"))
+                .cookie(cookie::issue(
+                    &state.config,
+                    &issued.refresh_token,
+                    issued.refresh_expires_at - Utc::now(),
+                ))
+                .finish())
+        }
     }
 }
 
@@ -454,6 +465,8 @@ async fn resolve_and_sign_in(
         }
     };
     let issued = sessions::start(conn, state, user_id, ClientKind::Web, method, client).await?;
+    let user = users::find(conn, user_id).await?;
+    new_device::notify_if_new_device(conn, &user, client, method).await?;
     activity::record(
         conn,
         user_id,
@@ -462,7 +475,7 @@ async fn resolve_and_sign_in(
         serde_json::json!({ "method": method, "session_id": issued.session_id }),
     )
     .await?;
-    Ok(Outcome::SignedIn(issued))
+    Ok(Outcome::SignedIn(issued, user_id))
 }
 
 /// Links `user_id` to this provider login; 0 rows when the login, or another login of this

@@ -72,6 +72,7 @@ export class LiveServer {
       GI2_JOB_POLL_MS: "100",
       // The flows receive generation webhooks on a local plain-http listener.
       GI2_WEBHOOK_ALLOWED_HOSTS: "127.0.0.1",
+      GI2_SUPPORT_EMAIL: "support@example.com",
       GI2_HTTP_WORKERS: "2",
       GI2_LOG: process.env.GI2_CONTRACT_SERVER_LOG_LEVEL ?? "warn",
       // Fixed keys so `admin` commands and the server agree (and tokens survive nothing else).

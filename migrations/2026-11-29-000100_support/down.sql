@@ -1,0 +1,2 @@
+DROP TABLE policy_notices;
+DROP TABLE support_requests;
