@@ -46,6 +46,7 @@ impl Problem {
             404 => "not_found",
             413 => "payload_too_large",
             429 => "rate_limited",
+            431 => "headers_too_large",
             500..=599 => "internal_error",
             _ => "error",
         };

@@ -4,6 +4,8 @@ mod account_deletion;
 mod analytics;
 mod api_keys;
 mod auth;
+mod authz_matrix;
+mod bad_input;
 mod billing_creem;
 mod billing_stripe;
 mod cli;

@@ -3,6 +3,7 @@
 pub mod extractors;
 pub mod fallback;
 pub mod idempotency;
+pub mod limits;
 pub mod metrics;
 pub mod request_id;
 pub mod server;

@@ -54,6 +54,7 @@ pub fn start(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
             .wrap(from_fn(super::idempotency::middleware))
             .wrap(from_fn(super::metrics::middleware))
             .wrap(cors(&config))
+            .wrap(from_fn(super::limits::middleware))
             .wrap(from_fn(request_id::middleware))
             .into_utoipa_app()
             .openapi(crate::openapi::base())
