@@ -12,6 +12,7 @@ mod cli;
 mod credits;
 mod errors;
 mod exports;
+mod faults;
 mod generations;
 mod http_basics;
 mod idempotency;

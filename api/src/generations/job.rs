@@ -239,6 +239,36 @@ impl JobHandler for GenerateHandler {
     }
 
     async fn run(&self, job: &JobContext) -> Result<(), JobError> {
+        let result = self.attempt(job).await;
+        // The last try failed (storage or database down, say): end the generation and give
+        // its credits back now rather than leaving them reserved.
+        if let Err(JobError::Retryable(err)) = &result
+            && job.attempt >= job.max_attempts
+            && let Some(id) = job
+                .payload
+                .get("generation_id")
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse::<Uuid>().ok())
+            && let Ok(mut conn) = self.pool.get().await
+        {
+            tracing::warn!(generation_id = %id, error = format!("{err:#}"), "generation failed on its last attempt");
+            let _ = finish_unsuccessfully(
+                &mut conn,
+                id,
+                "failed",
+                Some((
+                    "internal_error",
+                    "The generation could not be completed; its credits were released.",
+                )),
+            )
+            .await;
+        }
+        result
+    }
+}
+
+impl GenerateHandler {
+    async fn attempt(&self, job: &JobContext) -> Result<(), JobError> {
         let generation_id: Uuid = job
             .payload
             .get("generation_id")
