@@ -76,8 +76,33 @@ pub fn build() -> utoipa::openapi::OpenApi {
         .configure(crate::routes::configure)
         .split_for_parts();
     let mut spec = spec;
-    add_idempotency_headers(&mut spec);
+    finish(&mut spec);
     spec
+}
+
+/// What the route chain cannot say by itself, applied wherever the document is produced
+/// (here and in the served `/openapi.json`): idempotency headers, explicit `security: []`
+/// on public operations, and the server the document describes (its own origin).
+pub fn finish(spec: &mut utoipa::openapi::OpenApi) {
+    add_idempotency_headers(spec);
+    for item in spec.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            // An absent `security` means "inherit"; say plainly that these need no credentials.
+            operation.security.get_or_insert_with(Vec::new);
+        }
+    }
+    spec.servers = Some(vec![utoipa::openapi::server::Server::new("/")]);
 }
 
 /// Declares the optional `Idempotency-Key` header, and the answers it adds, on every POST

@@ -60,7 +60,7 @@ pub fn start(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
             .openapi(crate::openapi::base())
             .configure(crate::routes::configure)
             .openapi_service(|mut spec| {
-                crate::openapi::add_idempotency_headers(&mut spec);
+                crate::openapi::finish(&mut spec);
                 SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec)
             })
             .into_app()

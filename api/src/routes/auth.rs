@@ -456,15 +456,20 @@ pub async fn login(
         other => {
             let _ = rate_limit::hit(&mut conn, &pair_key, i32::MAX, auth.lockout).await;
             let _ = rate_limit::hit(&mut conn, &account_key, i32::MAX, auth.lockout).await;
-            if let Some(user) = other {
-                activity::record(
+            // Best effort: an account being erased may vanish between the lookup and this
+            // insert, and a failed attempt must never turn into a 500.
+            if let Some(user) = other.filter(|u| u.disabled_at.is_none()) {
+                let recorded = activity::record(
                     &mut conn,
                     user.id,
                     activity::kind::SIGN_IN_FAILED,
                     &client,
                     serde_json::json!({}),
                 )
-                .await?;
+                .await;
+                if let Err(e) = recorded {
+                    tracing::warn!(error = %e, "recording a failed sign-in failed");
+                }
             }
             return Err(invalid_credentials());
         }
