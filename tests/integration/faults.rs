@@ -9,38 +9,8 @@ use serde_json::{Value, json};
 /// generation fails and its credits are released; nothing is charged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_store_outage_during_a_generation_releases_the_hold() {
-    let s3 = gptimage2_tests::s3::env();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = gptimage2_tests::tempfile_dir::TempDir::new();
-    let mut server = std::process::Command::new(gptimage2_tests::s3::server_binary())
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--access-key",
-            &s3.access_key,
-            "--secret-key",
-            &s3.secret_key,
-        ])
-        .arg(&dir.0)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start s3s-fs");
-    gptimage2_tests::eventually("the private S3 server", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-    })
-    .await;
-    let mut env = gptimage2_tests::s3::app_env("faults-bucket");
-    env.retain(|(k, _)| k != "GI2_S3_ENDPOINT");
-    env.push(("GI2_S3_ENDPOINT".into(), format!("http://127.0.0.1:{port}")));
+    let mut server = gptimage2_tests::s3::PrivateServer::start().await;
+    let mut env = server.app_env("faults-bucket");
     env.push(("GI2_JOB_BACKOFF_BASE_MS".into(), "50".into()));
     env.push(("GI2_JOB_POLL_MS".into(), "50".into()));
     let app = spawn_app_with(AppOptions {
@@ -52,8 +22,7 @@ async fn object_store_outage_during_a_generation_releases_the_hold() {
     let user = app.register_user().await;
     app.grant_credits(&user.id, 10).await;
 
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
     let res = app
         .client
         .post(app.url("/v1/generations"))

@@ -228,38 +228,8 @@ async fn readiness_names_a_lost_object_store() {
 #[tokio::test]
 async fn readiness_names_a_lost_s3_server() {
     // A private S3 server for this test alone, stopped while the app runs.
-    let s3 = gptimage2_tests::s3::env();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = gptimage2_tests::tempfile_dir::TempDir::new();
-    let mut server = std::process::Command::new(gptimage2_tests::s3::server_binary())
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--access-key",
-            &s3.access_key,
-            "--secret-key",
-            &s3.secret_key,
-        ])
-        .arg(&dir.0)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start s3s-fs");
-    gptimage2_tests::eventually("the private S3 server", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-    })
-    .await;
-    let mut env = gptimage2_tests::s3::app_env("readyz-bucket");
-    env.retain(|(k, _)| k != "GI2_S3_ENDPOINT");
-    env.push(("GI2_S3_ENDPOINT".into(), format!("http://127.0.0.1:{port}")));
+    let mut server = gptimage2_tests::s3::PrivateServer::start().await;
+    let env = server.app_env("readyz-bucket");
     let app = spawn_app_with(AppOptions {
         workers: false,
         smtp: false,
@@ -269,8 +239,7 @@ async fn readiness_names_a_lost_s3_server() {
     .await;
     assert_eq!(app.get("/readyz").await.status(), 200);
 
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
     let res = app.get("/readyz").await;
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = res.json().await.unwrap();

@@ -43,3 +43,76 @@ pub fn app_env(bucket: &str) -> Vec<(String, String)> {
 pub fn server_binary() -> String {
     std::env::var("GI2_TEST_S3S_BIN").unwrap_or_else(|_| "s3s-fs".into())
 }
+
+/// An S3 server of one test's own, so the test can stop it (outage tests).
+pub struct PrivateServer {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: crate::tempfile_dir::TempDir,
+}
+
+impl PrivateServer {
+    pub async fn start() -> Self {
+        let s3 = env();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("port")
+            .port();
+        let dir = crate::tempfile_dir::TempDir::new();
+        let child = std::process::Command::new(server_binary())
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                &s3.access_key,
+                "--secret-key",
+                &s3.secret_key,
+            ])
+            .arg(&dir.0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        crate::eventually(
+            "the private S3 server",
+            std::time::Duration::from_secs(10),
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+        Self {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// The app variables for a store on `bucket` of this server.
+    pub fn app_env(&self, bucket: &str) -> Vec<(String, String)> {
+        let mut vars = app_env(bucket);
+        vars.retain(|(k, _)| k != "GI2_S3_ENDPOINT");
+        vars.push((
+            "GI2_S3_ENDPOINT".into(),
+            format!("http://127.0.0.1:{}", self.port),
+        ));
+        vars
+    }
+
+    /// Kills the server: every request to it fails from now on.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
