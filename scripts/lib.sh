@@ -41,3 +41,10 @@ ensure_s3s_fs() {
     cargo install s3s-fs@0.14.1 --locked --features binary --root "$TOOLS_DIR" --quiet
   fi
 }
+
+# Debian's Chromium, for the Swagger UI check in a real browser (frontend-contract).
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then return 0; fi
+  echo "==> installing chromium (once per machine)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+}
