@@ -659,3 +659,87 @@ async fn the_generation_deadline_fails_long_runs_and_releases_credits() {
     );
     app.assert_ledger_invariants().await;
 }
+
+/// Canceling while the model draws stops the job, releases the credits at once, and the
+/// images that arrive later are neither stored nor charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_of_a_running_generation_releases_credits_and_keeps_nothing() {
+    let fake = OpenAiFake::start().await;
+    let mut env = fake.app_env(30);
+    env.push(("GI2_JOB_POLL_MS".into(), "50".into()));
+    let app = spawn_app_with(AppOptions {
+        smtp: false,
+        env,
+        ..Default::default()
+    })
+    .await;
+    let user = funded_user(&app).await;
+    fake.set_mode(Mode::Slow(Duration::from_secs(3)));
+    let g = submit(
+        &app,
+        &user,
+        json!({"prompt": "a fox, slowly", "size": "64x64", "quality": "low"}),
+    )
+    .await;
+    let id = g["id"].as_str().unwrap().to_string();
+    gptimage2_tests::eventually(
+        "the model to be called",
+        Duration::from_secs(10),
+        || async { (!fake.requests().is_empty()).then_some(()) },
+    )
+    .await;
+    let res = app
+        .client
+        .post(app.url(&format!("/v1/generations/{id}/cancel")))
+        .bearer_auth(&user.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "canceled");
+    let credits: Value = app
+        .get_auth("/v1/credits", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (credits["available"].as_i64(), credits["held"].as_i64()),
+        (Some(GRANT), Some(0)),
+        "released at once"
+    );
+    // Well past the slow answer: still canceled, nothing stored, nothing captured.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after: Value = app
+        .get_auth(&format!("/v1/generations/{id}"), &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["status"], "canceled");
+    assert!(after["images"].as_array().unwrap().is_empty());
+    let prefix = format!("users/{}/generations/{id}/", user.id);
+    assert!(
+        app.state
+            .store
+            .list(&prefix)
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.contains("partial-")),
+        "no final image kept"
+    );
+    let captures: i64 = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM ledger_entries WHERE kind = 'capture'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(captures, 0);
+    app.assert_ledger_invariants().await;
+}
