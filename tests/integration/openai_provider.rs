@@ -609,14 +609,16 @@ async fn partial_images_are_streamed_to_the_events_endpoint() {
     app.assert_ledger_invariants().await;
 }
 
-/// A generation still drawing when its deadline passes fails as `deadline_exceeded` and
-/// gives its credits back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_generation_deadline_fails_long_runs_and_releases_credits() {
-    let fake = OpenAiFake::start().await;
+/// An app on the fake with a long client timeout and `extra` variables, a funded user, and
+/// one generation submitted while the model answers only after `slow`.
+async fn slow_generation(
+    fake: &OpenAiFake,
+    extra: &[(&str, &str)],
+    slow: Duration,
+) -> (TestApp, TestUser, String) {
     let mut env = fake.app_env(30);
     env.push(("GI2_JOB_POLL_MS".into(), "50".into()));
-    env.push(("GI2_GENERATION_DEADLINE_SECS".into(), "1".into()));
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let app = spawn_app_with(AppOptions {
         smtp: false,
         env,
@@ -624,14 +626,42 @@ async fn the_generation_deadline_fails_long_runs_and_releases_credits() {
     })
     .await;
     let user = funded_user(&app).await;
-    fake.set_mode(Mode::Slow(Duration::from_secs(10)));
+    fake.set_mode(Mode::Slow(slow));
     let g = submit(
         &app,
         &user,
-        json!({"prompt": "a very slow fox", "size": "64x64", "quality": "low"}),
+        json!({"prompt": "a slow fox", "size": "64x64", "quality": "low"}),
     )
     .await;
     let id = g["id"].as_str().unwrap().to_string();
+    (app, user, id)
+}
+
+/// Every credit granted is available again and nothing is reserved.
+async fn assert_nothing_charged(app: &TestApp, user: &TestUser) {
+    let credits: Value = app
+        .get_auth("/v1/credits", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (credits["available"].as_i64(), credits["held"].as_i64()),
+        (Some(GRANT), Some(0))
+    );
+}
+
+/// A generation still drawing when its deadline passes fails as `deadline_exceeded` and
+/// gives its credits back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generation_deadline_fails_long_runs_and_releases_credits() {
+    let fake = OpenAiFake::start().await;
+    let (app, user, id) = slow_generation(
+        &fake,
+        &[("GI2_GENERATION_DEADLINE_SECS", "1")],
+        Duration::from_secs(10),
+    )
+    .await;
     let failed = gptimage2_tests::eventually(
         "the deadline to fail the generation",
         Duration::from_secs(10),
@@ -647,16 +677,7 @@ async fn the_generation_deadline_fails_long_runs_and_releases_credits() {
     )
     .await;
     assert_eq!(failed["error"]["code"], "deadline_exceeded");
-    let credits: Value = app
-        .get_auth("/v1/credits", &user.access_token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        (credits["available"].as_i64(), credits["held"].as_i64()),
-        (Some(GRANT), Some(0))
-    );
+    assert_nothing_charged(&app, &user).await;
     app.assert_ledger_invariants().await;
 }
 
@@ -665,23 +686,7 @@ async fn the_generation_deadline_fails_long_runs_and_releases_credits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_of_a_running_generation_releases_credits_and_keeps_nothing() {
     let fake = OpenAiFake::start().await;
-    let mut env = fake.app_env(30);
-    env.push(("GI2_JOB_POLL_MS".into(), "50".into()));
-    let app = spawn_app_with(AppOptions {
-        smtp: false,
-        env,
-        ..Default::default()
-    })
-    .await;
-    let user = funded_user(&app).await;
-    fake.set_mode(Mode::Slow(Duration::from_secs(3)));
-    let g = submit(
-        &app,
-        &user,
-        json!({"prompt": "a fox, slowly", "size": "64x64", "quality": "low"}),
-    )
-    .await;
-    let id = g["id"].as_str().unwrap().to_string();
+    let (app, user, id) = slow_generation(&fake, &[], Duration::from_secs(3)).await;
     gptimage2_tests::eventually(
         "the model to be called",
         Duration::from_secs(10),
@@ -697,17 +702,7 @@ async fn cancel_of_a_running_generation_releases_credits_and_keeps_nothing() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "canceled");
-    let credits: Value = app
-        .get_auth("/v1/credits", &user.access_token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        (credits["available"].as_i64(), credits["held"].as_i64()),
-        (Some(GRANT), Some(0)),
-        "released at once"
-    );
+    assert_nothing_charged(&app, &user).await;
     // Well past the slow answer: still canceled, nothing stored, nothing captured.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let after: Value = app
