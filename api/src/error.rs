@@ -93,6 +93,9 @@ pub enum ApiError {
     Unauthorized { code: &'static str, detail: String },
     #[error("{0}")]
     Forbidden(String),
+    /// A 403 with its own code (e.g. `reauthentication_required`) the client can act on.
+    #[error("{detail}")]
+    Denied { code: &'static str, detail: String },
     #[error("not found")]
     NotFound,
     /// A 404 with its own code (e.g. `no_customer`), where plain `not_found` says too little.
@@ -104,6 +107,9 @@ pub enum ApiError {
     PaymentRequired { code: &'static str, detail: String },
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    /// A 422 about the request as a whole rather than a field (e.g. `idempotency_key_reused`).
+    #[error("{detail}")]
+    Unprocessable { code: &'static str, detail: String },
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
@@ -173,6 +179,8 @@ impl ApiError {
             | Self::Conflict { code, .. }
             | Self::Unavailable { code, .. }
             | Self::Missing { code, .. }
+            | Self::Denied { code, .. }
+            | Self::Unprocessable { code, .. }
             | Self::BadGateway { code, .. }
             | Self::Unauthorized { code, .. }
             | Self::PaymentRequired { code, .. } => code,
@@ -193,7 +201,8 @@ impl ApiError {
             Self::Validation(_) => "Validation failed",
             Self::Unauthorized { .. } => "Unauthorized",
             Self::PaymentRequired { .. } => "Payment required",
-            Self::Forbidden(_) => "Forbidden",
+            Self::Forbidden(_) | Self::Denied { .. } => "Forbidden",
+            Self::Unprocessable { .. } => "Unprocessable content",
             Self::NotFound | Self::Missing { .. } => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
             Self::Conflict { .. } => "Conflict",
@@ -247,7 +256,8 @@ impl ResponseError for ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::Denied { .. } => StatusCode::FORBIDDEN,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound | Self::Missing { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,

@@ -440,19 +440,12 @@ fn replay(req: ServiceRequest, row: StoredRow) -> ServiceResponse<BoxBody> {
     req.into_response(response.body(row.response_body.unwrap_or_default()))
 }
 
-/// 422 with its own code: `ApiError` has no such variant, so its problem is re-statused.
 fn reused(req: ServiceRequest) -> ServiceResponse<BoxBody> {
-    let mut problem = ApiError::conflict(
-        "idempotency_key_reused",
-        "This Idempotency-Key was already used with a different request; use a new key.",
-    )
-    .problem();
-    problem.status = StatusCode::UNPROCESSABLE_ENTITY.as_u16();
-    problem.title = "Unprocessable content".into();
-    let response = HttpResponse::build(StatusCode::UNPROCESSABLE_ENTITY)
-        .insert_header((header::CONTENT_TYPE, "application/problem+json"))
-        .body(serde_json::to_string(&problem).unwrap_or_default());
-    req.into_response(response)
+    req.error_response(ApiError::Unprocessable {
+        code: "idempotency_key_reused",
+        detail: "This Idempotency-Key was already used with a different request; use a new key."
+            .into(),
+    })
 }
 
 fn in_use(req: ServiceRequest) -> ServiceResponse<BoxBody> {

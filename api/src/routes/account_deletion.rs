@@ -1,7 +1,7 @@
 //! `DELETE /v1/me`: the account is disabled at once and erased by a job
 //! (see [`crate::accounts::deletion`]).
 
-use actix_web::{HttpResponse, delete, http::StatusCode, web};
+use actix_web::{HttpResponse, delete, web};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
@@ -13,7 +13,6 @@ use crate::{
     auth::{ClientInfo, SessionAuth, activity, password, rate_limit, sessions},
     db::schema::{api_keys, sessions as sessions_t, users as users_t},
     error::{ApiError, Problem},
-    http::request_id,
     jobs, mail,
     state::AppState,
 };
@@ -39,20 +38,11 @@ pub struct DeletionScheduled {
 }
 
 /// 403 with its own code, so a client knows to send the user through sign-in again.
-fn reauthentication_required() -> HttpResponse {
-    let code = "reauthentication_required";
-    let problem = Problem {
-        type_: format!("https://docs.gptimage2.dev/problems/{code}"),
-        title: "Forbidden".into(),
-        status: StatusCode::FORBIDDEN.as_u16(),
+fn reauthentication_required() -> ApiError {
+    ApiError::Denied {
+        code: "reauthentication_required",
         detail: "Sign in again (within the last 10 minutes) before deleting the account.".into(),
-        code: code.into(),
-        request_id: request_id::current(),
-        errors: Vec::new(),
-    };
-    HttpResponse::Forbidden()
-        .content_type("application/problem+json")
-        .json(problem)
+    }
 }
 
 /// Delete the account: every session, access token and API key stops at once and sign-in is
@@ -108,7 +98,7 @@ pub async fn delete_me(
             .first(&mut conn)
             .await?;
         if Utc::now() - signed_in > RECENT_SIGN_IN {
-            return Ok(reauthentication_required());
+            return Err(reauthentication_required());
         }
     }
     conn.transaction::<_, ApiError, _>(async |conn| {
