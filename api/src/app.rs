@@ -86,6 +86,10 @@ pub fn job_registry(state: &AppState) -> anyhow::Result<jobs::Registry> {
             provider: image_provider(&state.config)?,
             deadline: state.config.generation.deadline,
         })
+        .with(crate::retention::RetentionSweepHandler {
+            pool: state.pool.clone(),
+            retention: state.config.retention.clone(),
+        })
         .with(crate::accounts::export::ExportHandler {
             pool: state.pool.clone(),
             store: state.store.clone(),
@@ -131,6 +135,11 @@ pub async fn maintenance(state: AppState, every: Duration, shutdown: Cancellatio
             Ok(n) => tracing::info!(credits = n, "expired credit grants"),
             Err(e) => tracing::warn!(error = %e, "expiring credit grants failed"),
         }
+        if let Err(e) =
+            crate::retention::schedule(&mut conn, state.config.retention.sweep_every).await
+        {
+            tracing::warn!(error = %e, "scheduling the retention sweep failed");
+        }
         match crate::accounts::export::purge_expired(&state).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(exports = n, "purged expired exports"),
@@ -164,7 +173,6 @@ pub async fn maintenance(state: AppState, every: Duration, shutdown: Cancellatio
         for sql in [
             "DELETE FROM rate_limits WHERE window_start < now() - interval '1 day'",
             "DELETE FROM oauth_states WHERE expires_at < now()",
-            "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",
         ] {
             if let Err(e) = diesel::sql_query(sql).execute(&mut conn).await {
                 tracing::warn!(error = %e, "housekeeping query failed");

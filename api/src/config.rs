@@ -105,6 +105,7 @@ pub struct Config {
     /// First retry delay of failed jobs; doubles each attempt.
     pub job_backoff_base: Duration,
     pub shutdown_grace: Duration,
+    pub retention: RetentionConfig,
     /// Warnings found while loading (ephemeral keys and the like), logged once tracing is up.
     pub warnings: Vec<String>,
 }
@@ -185,6 +186,21 @@ pub struct OpenAiConfig {
     pub api_key: Secret,
     pub model: String,
     pub timeout: Duration,
+}
+
+/// How long records that have served their purpose are kept (see `retention`).
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// Security-log entries (`/v1/me/activity`).
+    pub activity: Duration,
+    /// Jobs that succeeded or failed.
+    pub finished_jobs: Duration,
+    /// Stored `Idempotency-Key` responses.
+    pub idempotency: Duration,
+    /// An export's row after its download expired (its archive is deleted at expiry).
+    pub expired_exports: Duration,
+    /// How often the sweep runs.
+    pub sweep_every: Duration,
 }
 
 /// Bounds on uploaded reference images.
@@ -560,6 +576,19 @@ impl Config {
                 1,
             )?),
             shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECS", "20")?),
+            retention: RetentionConfig {
+                activity: days(env.parse_min("RETENTION_ACTIVITY_DAYS", "365", 1)?),
+                finished_jobs: days(env.parse_min("RETENTION_JOBS_DAYS", "30", 1)?),
+                idempotency: Duration::from_secs(
+                    env.parse_min::<u64>("RETENTION_IDEMPOTENCY_HOURS", "24", 1)? * 3600,
+                ),
+                expired_exports: days(env.parse_min("RETENTION_EXPIRED_EXPORTS_DAYS", "30", 0)?),
+                sweep_every: Duration::from_secs(env.parse_min(
+                    "RETENTION_SWEEP_SECS",
+                    "3600",
+                    60,
+                )?),
+            },
             warnings,
         };
         config
@@ -576,6 +605,10 @@ impl Config {
     pub fn is_development(&self) -> bool {
         self.environment == Environment::Development
     }
+}
+
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 86_400)
 }
 
 struct Vars {

@@ -290,6 +290,11 @@ impl ResponseError for ApiError {
         if let Self::TooManyRequests { retry_after_secs } = self {
             response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
+        if let Self::PayloadTooLarge { .. } = self {
+            // Otherwise actix drains the rest of a chunked body to keep the connection alive:
+            // a 100 MB upload would still be read to its end.
+            response.force_close();
+        }
         response.body(serde_json::to_string(&self.problem()).unwrap_or_default())
     }
 }
@@ -298,9 +303,30 @@ impl From<diesel::result::Error> for ApiError {
     fn from(err: diesel::result::Error) -> Self {
         match err {
             diesel::result::Error::NotFound => Self::NotFound,
+            // The connection died under the request (database restarted or unreachable): the
+            // pool discards it, so a retry gets a fresh one.
+            diesel::result::Error::DatabaseError(kind, info)
+                if matches!(
+                    kind,
+                    diesel::result::DatabaseErrorKind::UnableToSendCommand
+                        | diesel::result::DatabaseErrorKind::ClosedConnection
+                ) || connection_terminated(info.message()) =>
+            {
+                tracing::warn!(request_id = request_id::current().as_deref(), error = %info.message(), "database connection lost");
+                Self::unavailable(
+                    "database_unavailable",
+                    "The database is unavailable; retry shortly.",
+                )
+            }
             other => Self::Internal(anyhow::Error::new(other).context("database query")),
         }
     }
+}
+
+/// PostgreSQL's messages for a backend it ended (SQLSTATE 57P01–57P03, which diesel reports
+/// without their code): administrator command, shutdown, crash recovery.
+fn connection_terminated(message: &str) -> bool {
+    message.starts_with("terminating connection") || message.starts_with("the database system is")
 }
 
 impl From<crate::db::PoolError> for ApiError {

@@ -510,6 +510,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/mail/unsubscribe": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Stop an optional mail (today: low-balance notices) from its `List-Unsubscribe` link.
+         * @description Mail clients POST here with `List-Unsubscribe=One-Click`; the body is ignored. The token
+         *     in the link is the authorization, so no sign-in is needed. Turn notices back on with
+         *     `PATCH /v1/me` `{low_balance_emails: true}`.
+         */
+        post: operations["unsubscribeMail"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/me": {
         parameters: {
             query?: never;
@@ -530,7 +552,7 @@ export interface paths {
         delete: operations["deleteMe"];
         options?: never;
         head?: never;
-        /** Correct the profile: name and avatar. */
+        /** Correct the profile (name, avatar) and choose optional mails. */
         patch: operations["updateMe"];
         trace?: never;
     };
@@ -1972,6 +1994,11 @@ export interface components {
              * @example https://images.example.com/ada.png
              */
             avatar_url?: string | null;
+            /**
+             * @description Low-balance notices on or off.
+             * @example false
+             */
+            low_balance_emails?: boolean | null;
             /** @example Ada King */
             name?: string | null;
         };
@@ -1997,6 +2024,11 @@ export interface components {
             has_password: boolean;
             /** Format: uuid */
             id: string;
+            /**
+             * @description Whether a mail goes out when the available balance runs low (optional: the mail's
+             *     one-click unsubscribe link turns it off).
+             */
+            low_balance_emails: boolean;
             /** @example Ada Lovelace */
             name: string;
             /** @description The current subscription plan's id, if any. */
@@ -3400,6 +3432,57 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PrivacyPolicy"];
+                };
+            };
+        };
+    };
+    unsubscribeMail: {
+        parameters: {
+            query: {
+                /** @description The token from the mail's `List-Unsubscribe` link. */
+                token: string;
+            };
+            header?: {
+                /** @description Makes the request safe to retry: the first answer (below 500) to a key is replayed for 24 h with `Idempotent-Replayed: true`. Scoped to the user (session tokens) or the API key, and to the path; the same key with a different body is 422 `idempotency_key_reused`, while the first is still running 409 `idempotency_key_in_use`. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Unsubscribed (also when already off) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `invalid_token`: not a link we sent; `invalid_idempotency_key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `idempotency_key_reused`: this key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };

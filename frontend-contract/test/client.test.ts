@@ -12,6 +12,7 @@ const user = {
   email_verified: true,
   name: "Ada",
   has_password: true,
+  low_balance_emails: true,
   created_at: "2026-11-29T00:00:00Z",
   credits: { balance: 0, available: 0 },
 };

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-fn binary() -> String {
+pub(crate) fn binary() -> String {
     std::env::var("GI2_TEST_BIN").unwrap_or_else(|_| {
         // target/debug/deps/integration-… → target/debug/gptimage2
         let exe = std::env::current_exe().unwrap();

@@ -445,7 +445,7 @@ async fn low_balance_mail_goes_out_once_per_crossing() {
         .await
         .unwrap();
     let check = async |conn: &mut diesel_async::AsyncPgConnection| {
-        gptimage2::credits::low_balance::check(conn, u, threshold)
+        gptimage2::credits::low_balance::check(conn, &app.state.config, u)
             .await
             .unwrap()
     };

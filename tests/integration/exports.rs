@@ -316,7 +316,7 @@ async fn an_export_holds_every_section_and_image_and_is_mailed() {
     assert_eq!(mailed.status(), StatusCode::OK);
     assert_eq!(mailed.bytes().await.unwrap(), bytes);
 
-    // Once expired, the object and the row are purged.
+    // Once expired, the archive is deleted; the row stays (without a link) until retention.
     let key = format!("users/{}/exports/{id}.zip", user.id);
     app.state.store.head(&key).await.unwrap();
     app.db
@@ -346,7 +346,16 @@ async fn an_export_holds_every_section_and_image_and_is_mailed() {
     let res = app
         .get_auth(&format!("/v1/me/exports/{id}"), &user.access_token)
         .await;
-    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(res.status(), StatusCode::OK);
+    let row: Value = res.json().await.unwrap();
+    assert!(row["download_url"].is_null());
+    assert_eq!(
+        gptimage2::accounts::export::purge_expired(&app.state)
+            .await
+            .unwrap(),
+        0,
+        "an archive is deleted once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

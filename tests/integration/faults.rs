@@ -73,3 +73,228 @@ async fn object_store_outage_during_a_generation_releases_the_hold() {
     );
     app.assert_ledger_invariants().await;
 }
+
+/// The database connection dies under a running request: that request gets a 503
+/// problem (not a 500), and the next one is served on a fresh connection, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_connection_lost_mid_request_is_a_503_and_the_service_recovers() {
+    let app = spawn_app_with(AppOptions {
+        workers: false,
+        smtp: false,
+        ..Default::default()
+    })
+    .await;
+    let user = app.register_user().await;
+    // Hold the request inside the database: the profile query waits on this lock.
+    let mut locker = app.db.client().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let request = {
+        let client = app.client.clone();
+        let url = app.url("/v1/me");
+        let token = user.access_token.clone();
+        tokio::spawn(async move { client.get(url).bearer_auth(token).send().await.unwrap() })
+    };
+    let admin = app.db.client().await;
+    let waiting: i32 = gptimage2_tests::eventually(
+        "the request waiting in the database",
+        Duration::from_secs(10),
+        || async {
+            admin
+                .query_opt(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+                     AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .map(|row| row.get(0))
+        },
+    )
+    .await;
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&waiting])
+        .await
+        .unwrap();
+    let res = request.await.unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["code"], "database_unavailable");
+    lock.rollback().await.unwrap();
+
+    // Recovered: the dead connection is discarded (at once, or on its next checkout once
+    // its socket reports closed) and every request is served again.
+    gptimage2_tests::eventually("a 200 again", Duration::from_secs(5), || async {
+        let res = app.get_auth("/v1/me", &user.access_token).await;
+        (res.status() == reqwest::StatusCode::OK).then_some(())
+    })
+    .await;
+    for _ in 0..20 {
+        let res = app.get_auth("/v1/me", &user.access_token).await;
+        assert_eq!(res.status(), reqwest::StatusCode::OK);
+    }
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
+}
+
+/// A `serve` process of the real binary, killed with SIGKILL when dropped.
+struct Served {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Served {
+    async fn start(env: &[(String, String)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(crate::cli::binary())
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("GI2_BIND", format!("127.0.0.1:{port}"))
+            .env("GI2_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        gptimage2_tests::eventually("serve is ready", Duration::from_secs(20), || async {
+            client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+        })
+        .await;
+        Self { child, base }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The process handling a Stripe webhook dies (SIGKILL) right after the grant committed, so
+/// Stripe never saw a 2xx and delivers the event again: the retry is acknowledged and
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_retried_after_the_handler_died_past_its_commit_pays_once() {
+    use gptimage2_tests::stripe_fake::{StripeFake, event, now, paid_session};
+    let fake = StripeFake::start().await;
+    let db = gptimage2_tests::fresh_database().await;
+    let dir = gptimage2_tests::tempfile_dir::TempDir::new();
+    let mut env: Vec<(String, String)> = gptimage2_tests::base_env(&db).into_iter().collect();
+    env.extend(fake.env());
+    env.push(("GI2_STORAGE_DIR".into(), dir.0.display().to_string()));
+    let mut first = Served::start(&env).await;
+    let client = reqwest::Client::new();
+
+    let registered: Value = client
+        .post(format!("{}/v1/auth/register", first.base))
+        .json(&json!({ "email": "crash@example.com", "password": "correct horse battery", "name": "C" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = registered["access_token"].as_str().unwrap().to_string();
+    let checkout: Value = client
+        .post(format!("{}/v1/billing/checkout", first.base))
+        .bearer_auth(&token)
+        .json(&json!({ "provider": "stripe", "item_id": "pack_100",
+                       "success_url": "http://spa.test/ok", "cancel_url": "http://spa.test/no" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session_id = checkout["checkout_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("https://checkout.stripe.com/c/pay/")
+        .split('#')
+        .next()
+        .unwrap()
+        .to_string();
+    let paid = event(
+        "checkout.session.completed",
+        paid_session(fake.session(&session_id), 500, "usd"),
+        None,
+        now(),
+    );
+    let body = serde_json::to_string(&paid).unwrap();
+    let deliver = |base: String, body: String, signature: String| {
+        let client = client.clone();
+        async move {
+            client
+                .post(format!("{base}/v1/webhooks/stripe"))
+                .header("content-type", "application/json")
+                .header("Stripe-Signature", signature)
+                .body(body)
+                .send()
+                .await
+        }
+    };
+
+    // The first delivery: the process is killed the moment its grant is committed.
+    let in_flight = tokio::spawn(deliver(
+        first.base.clone(),
+        body.clone(),
+        fake.sign(&body, now()),
+    ));
+    let sql = db.client().await;
+    let grants = async || -> i64 {
+        sql.query_one("SELECT count(*) FROM credit_grants", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    gptimage2_tests::eventually("the grant committed", Duration::from_secs(15), || async {
+        (grants().await == 1).then_some(())
+    })
+    .await;
+    first.kill();
+    let _ = in_flight.await.unwrap();
+
+    // Stripe retries against the restarted service.
+    let second = Served::start(&env).await;
+    let res = deliver(second.base.clone(), body.clone(), fake.sign(&body, now()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    assert_eq!(grants().await, 1, "the retry granted nothing more");
+    let transactions: i64 = sql
+        .query_one("SELECT count(*) FROM billing_transactions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(transactions, 1);
+    let credits: Value = client
+        .get(format!("{}/v1/credits", second.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(credits["balance"], 100);
+}

@@ -23,6 +23,7 @@ mod oauth;
 mod openai_provider;
 mod openapi;
 mod reference_images;
+mod retention;
 mod storage;
 mod support_and_mails;
 mod webhooks_out;

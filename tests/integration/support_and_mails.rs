@@ -98,8 +98,14 @@ async fn a_support_request_is_stored_mailed_to_support_and_copied_to_the_user() 
         text.contains(&user.id) && text.contains(&user.email),
         "{text}"
     );
+    // Support answers by replying: the reply goes to the user, not to the no-reply sender.
+    assert_eq!(
+        to_support[0].header("Reply-To").as_deref(),
+        Some(user.email.as_str())
+    );
     let copy = delivered(&app, &user.email, "We received your support request").await;
     assert!(copy[0].text_body().contains("It still used 4 credits."));
+    assert!(copy[0].header("Reply-To").is_none());
 
     let list: Value = app
         .get_auth("/v1/support/requests", &user.access_token)
@@ -276,21 +282,8 @@ async fn a_sign_in_from_a_new_device_is_mailed_once() {
     );
 }
 
-fn binary() -> String {
-    std::env::var("GI2_TEST_BIN").unwrap_or_else(|_| {
-        let exe = std::env::current_exe().unwrap();
-        exe.parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("gptimage2")
-            .display()
-            .to_string()
-    })
-}
-
 fn notify(app: &TestApp, storage_dir: &str, version: &str) -> String {
-    let out = Command::new(binary())
+    let out = Command::new(crate::cli::binary())
         .args([
             "admin",
             "notify-policy-change",
@@ -410,4 +403,133 @@ async fn an_oauth_sign_in_from_a_new_device_is_mailed_but_the_sign_up_is_not() {
         text.contains("Tablet/2.0") && text.contains("google"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn the_low_balance_notice_has_a_one_click_unsubscribe_that_stops_it() {
+    let app = spawn_app_with(AppOptions {
+        env: vec![("GI2_LOW_BALANCE_THRESHOLD".into(), "1000".into())],
+        ..Default::default()
+    })
+    .await;
+    let user = app.register_user().await;
+    app.grant_credits(&user.id, 1000).await;
+    let me: Value = app
+        .get_auth("/v1/me", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["low_balance_emails"], true, "on by default");
+    let submit = async || {
+        let res = app
+            .client
+            .post(app.url("/v1/generations"))
+            .bearer_auth(&user.access_token)
+            .json(&json!({ "prompt": "a lighthouse", "size": "1024x1024", "quality": "low" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+    };
+    submit().await;
+    let notice = delivered(&app, &user.email, "credits are running low").await;
+    // Optional mail: RFC 8058 one-click headers, and the body says how to turn it off.
+    assert_eq!(
+        notice[0].header("List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let header = notice[0].header("List-Unsubscribe").unwrap();
+    let link = header
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string();
+    assert!(link.starts_with(&app.address), "{link}");
+    let text: String = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT text_body FROM outbox_mails WHERE template = 'low_balance'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        text.contains("http://spa.test/settings/notifications"),
+        "{text}"
+    );
+    // Essential mails carry no unsubscribe header.
+    let verify = delivered(&app, &user.email, "Confirm").await;
+    assert!(verify[0].header("List-Unsubscribe").is_none());
+
+    // A forged or altered token changes nothing.
+    let forged = link.replace("token=", "token=0");
+    let res = app
+        .client
+        .post(&forged)
+        .form(&[("List-Unsubscribe", "One-Click")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    // The mail client's one-click POST, without any sign-in, turns the notice off.
+    for _ in 0..2 {
+        let res = app
+            .client
+            .post(&link)
+            .form(&[("List-Unsubscribe", "One-Click")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    }
+    let me: Value = app
+        .get_auth("/v1/me", &user.access_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["low_balance_emails"], false);
+
+    // The next crossing re-arms silently: no second notice is queued.
+    let db = app.db.client().await;
+    db.execute(
+        "UPDATE credit_accounts SET low_balance_notified = false WHERE user_id = $1::text::uuid",
+        &[&user.id],
+    )
+    .await
+    .unwrap();
+    submit().await;
+    assert_eq!(count_templates(&app, "low_balance").await, 1);
+    let armed: bool = db
+        .query_one(
+            "SELECT low_balance_notified FROM credit_accounts WHERE user_id = $1::text::uuid",
+            &[&user.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(armed);
+
+    // Turned back on from the profile, the next crossing mails again.
+    let res = app
+        .client
+        .patch(app.url("/v1/me"))
+        .bearer_auth(&user.access_token)
+        .json(&json!({ "low_balance_emails": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    db.execute(
+        "UPDATE credit_accounts SET low_balance_notified = false WHERE user_id = $1::text::uuid",
+        &[&user.id],
+    )
+    .await
+    .unwrap();
+    submit().await;
+    assert_eq!(count_templates(&app, "low_balance").await, 2);
 }

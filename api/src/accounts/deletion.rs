@@ -269,7 +269,10 @@ async fn erase_rows(
         .execute(conn)
         .await?;
         diesel::sql_query(
-            "DELETE FROM outbox_mails WHERE lower(to_address) = lower($1) AND id IS DISTINCT FROM $2",
+            // Mails to the user, and support requests sent on their behalf (Reply-To them).
+            "DELETE FROM outbox_mails WHERE (lower(to_address) = lower($1)
+                                            OR lower(headers->>'Reply-To') = lower($1))
+                                       AND id IS DISTINCT FROM $2",
         )
         .bind::<Text, _>(&email)
         .bind::<Nullable<SqlUuid>, _>(confirmation)

@@ -88,9 +88,9 @@ pub async fn download_url(
 /// last attempt): it is marked failed so it no longer blocks a new one.
 const STUCK_AFTER: chrono::Duration = chrono::Duration::hours(24);
 
-/// Deletes expired exports (object first, then row) and failed ones older than the
-/// download window, and fails stuck ones; returns how many were deleted. Called by the
-/// worker's maintenance loop.
+/// Deletes the archives of expired exports and of failed ones older than the download
+/// window (the rows stay, without a link, until the retention sweep removes them), and fails
+/// stuck exports; returns how many archives were deleted. Called by the maintenance loop.
 pub async fn purge_expired(state: &AppState) -> anyhow::Result<u64> {
     let mut conn = state.pool.get().await?;
     diesel::update(
@@ -107,6 +107,7 @@ pub async fn purge_expired(state: &AppState) -> anyhow::Result<u64> {
     .await?;
     let window = chrono::Duration::from_std(VALID_FOR)?;
     let due: Vec<(Uuid, Option<String>)> = exports::table
+        .filter(exports::object_key.is_not_null())
         .filter(
             exports::expires_at.lt(Utc::now()).or(exports::status
                 .eq("failed")
@@ -119,13 +120,14 @@ pub async fn purge_expired(state: &AppState) -> anyhow::Result<u64> {
     let mut purged = 0;
     for (id, key) in due {
         if let Some(key) = key {
-            // Keep the row when the object cannot be deleted, so the next round retries.
+            // Keep the key when the object cannot be deleted, so the next round retries.
             if let Err(e) = state.store.delete(&key).await {
                 tracing::warn!(export_id = %id, error = %e, "deleting an expired export failed");
                 continue;
             }
         }
-        purged += diesel::delete(exports::table.find(id))
+        purged += diesel::update(exports::table.find(id))
+            .set(exports::object_key.eq(None::<String>))
             .execute(&mut conn)
             .await? as u64;
     }

@@ -20,6 +20,7 @@ pub struct User {
     pub email_verified_at: Option<DateTime<Utc>>,
     pub disabled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub low_balance_emails: bool,
 }
 
 /// The caller's credit balance, as part of the profile.
@@ -46,6 +47,9 @@ pub struct UserView {
     pub avatar_url: Option<String>,
     /// Whether the account can sign in with a password (false for Google/GitHub-only accounts).
     pub has_password: bool,
+    /// Whether a mail goes out when the available balance runs low (optional: the mail's
+    /// one-click unsubscribe link turns it off).
+    pub low_balance_emails: bool,
     pub created_at: DateTime<Utc>,
     pub credits: CreditsSummary,
     /// The current subscription plan's id, if any.
@@ -61,6 +65,7 @@ impl UserView {
             name: user.name.clone(),
             avatar_url: user.avatar_url.clone(),
             has_password: user.password_hash.is_some(),
+            low_balance_emails: user.low_balance_emails,
             created_at: user.created_at,
             credits: CreditsSummary {
                 balance: 0,

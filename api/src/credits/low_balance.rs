@@ -5,14 +5,20 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::{accounts::users, db::schema::credit_accounts, mail};
+use crate::{
+    config::Config,
+    db::schema::{credit_accounts, users},
+    mail::{self, unsubscribe},
+};
 
-/// Call after a change to the user's balance, in the same transaction; true when a mail was queued.
+/// Call after a change to the user's balance, in the same transaction; true when a mail was
+/// queued. Users who turned the notice off (`low_balance_emails`) are only re-armed.
 pub async fn check(
     conn: &mut AsyncPgConnection,
+    config: &Config,
     user_id: Uuid,
-    threshold: i64,
 ) -> anyhow::Result<bool> {
+    let threshold = config.billing.low_balance_threshold;
     let Some((available, notified)): Option<(i64, bool)> = credit_accounts::table
         .find(user_id)
         .select((
@@ -37,12 +43,30 @@ pub async fn check(
     if !low {
         return Ok(false);
     }
-    let user = users::find(conn, user_id).await?;
+    let (email, name, wanted): (String, String, bool) = users::table
+        .find(user_id)
+        .select((users::email, users::name, users::low_balance_emails))
+        .first(conn)
+        .await?;
+    if !wanted {
+        return Ok(false);
+    }
+    let settings_url = config
+        .auth
+        .spa_url
+        .join("settings/notifications")
+        .map(String::from)
+        .unwrap_or_else(|_| config.auth.spa_url.to_string());
     mail::queue(
         conn,
-        &user.email,
+        &email,
         "low_balance",
-        serde_json::json!({ "name": user.name, "available": available }),
+        serde_json::json!({
+            "name": name,
+            "available": available,
+            "settings_url": settings_url,
+            "unsubscribe_url": unsubscribe::url(config, user_id, unsubscribe::LOW_BALANCE),
+        }),
     )
     .await?;
     Ok(true)

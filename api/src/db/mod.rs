@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use diesel_async::{
     AsyncPgConnection,
-    pooled_connection::{AsyncDieselConnectionManager, deadpool::Pool},
+    pooled_connection::{
+        AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod, deadpool::Pool,
+    },
 };
 use url::Url;
 
@@ -30,7 +32,13 @@ pub fn redacted_url(database_url: &str) -> String {
 }
 
 pub fn build_pool(database_url: &str, size: usize) -> anyhow::Result<DbPool> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    // `Fast` recycling: no `SELECT 1` per checkout (that was a third of a small request's
+    // queries). A connection whose socket closed is still discarded (`is_broken`), and one
+    // that fails mid-request maps to a 503 (`error.rs`).
+    let mut config = ManagerConfig::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
     Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(Duration::from_secs(5)))

@@ -49,6 +49,7 @@ diesel::table! {
         disabled_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        low_balance_emails -> Bool,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `Idempotency-Key` on creating POSTs: the first answer to a key is stored and replayed for
-//! 24 h, so a client can retry a request whose answer it lost without paying twice.
+//! 24 h (`GI2_RETENTION_IDEMPOTENCY_HOURS`), so a client can retry a request whose answer it lost
+//! without paying twice.
 //!
 //! One middleware covers every `POST /v1/…` that sends the header, except `/v1/auth/…` and
 //! `/v1/webhooks/…` (sign-in and provider deliveries create nothing for a signed-in principal;
@@ -114,6 +115,7 @@ pub async fn middleware(
         scope,
         key,
         request_hash: fingerprint,
+        kept_secs: state.config.retention.idempotency.as_secs() as i64,
         settled: true,
     };
     match claim.acquire().await {
@@ -279,6 +281,8 @@ struct Claim {
     scope: Vec<u8>,
     key: String,
     request_hash: Vec<u8>,
+    /// How long an answer is replayed (`GI2_RETENTION_IDEMPOTENCY_HOURS`).
+    kept_secs: i64,
     settled: bool,
 }
 
@@ -286,7 +290,7 @@ impl Claim {
     async fn acquire(&self) -> Result<Acquired, ApiError> {
         let mut conn = self.pool.get().await?;
         for _ in 0..CLAIM_ATTEMPTS {
-            // Inserts a new claim, or takes over a record past its 24 h, or one left running
+            // Inserts a new claim, or takes over a record past retention, or one left running
             // for 10 minutes by a process that died (no request lasts that long).
             let claimed = diesel::sql_query(
                 "INSERT INTO idempotency_keys (scope_hash, key, request_hash, status)
@@ -295,13 +299,14 @@ impl Claim {
                      request_hash = EXCLUDED.request_hash, status = 'in_progress',
                      response_status = NULL, response_headers = NULL, response_body = NULL,
                      created_at = now(), completed_at = NULL
-                 WHERE idempotency_keys.created_at < now() - interval '24 hours'
+                 WHERE idempotency_keys.created_at < now() - make_interval(secs => $4)
                     OR (idempotency_keys.status = 'in_progress'
                         AND idempotency_keys.created_at < now() - interval '10 minutes')",
             )
             .bind::<Bytea, _>(&self.scope)
             .bind::<Text, _>(&self.key)
             .bind::<Bytea, _>(&self.request_hash)
+            .bind::<diesel::sql_types::Double, _>(self.kept_secs as f64)
             .execute(&mut conn)
             .await?;
             if claimed == 1 {

@@ -4,6 +4,7 @@
 pub mod job;
 pub mod templates;
 pub mod transport;
+pub mod unsubscribe;
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};

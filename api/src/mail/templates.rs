@@ -14,8 +14,8 @@ macro_rules! template {
     };
 }
 
-/// (name, subject, text, html). Mails that are not strictly necessary set `marketing`
-/// in their context and get an unsubscribe header.
+/// (name, subject, text, html). Mails that are not strictly necessary put an
+/// `unsubscribe_url` in their context and get the one-click unsubscribe headers.
 const TEMPLATES: &[(&str, &str, &str, &str)] = &[
     template!("operator_test"),
     template!("verify_email"),
@@ -75,7 +75,17 @@ pub fn render(name: &str, context: &serde_json::Value) -> anyhow::Result<Rendere
             .render(context)?)
     };
     let mut headers = serde_json::Map::new();
-    if let Some(url) = context.get("unsubscribe_url").and_then(|u| u.as_str()) {
+    // Header values come from the context; a line break would inject headers.
+    let header_value = |key: &str| -> anyhow::Result<Option<&str>> {
+        match context.get(key).and_then(|v| v.as_str()) {
+            Some(v) if v.contains(['\r', '\n']) => anyhow::bail!("line break in mail header {key}"),
+            other => Ok(other),
+        }
+    };
+    if let Some(reply_to) = header_value("reply_to")? {
+        headers.insert("Reply-To".into(), reply_to.into());
+    }
+    if let Some(url) = header_value("unsubscribe_url")? {
         headers.insert("List-Unsubscribe".into(), format!("<{url}>").into());
         headers.insert(
             "List-Unsubscribe-Post".into(),
@@ -103,7 +113,8 @@ mod tests {
                             "user_id": "0190f5a4-0000-7000-8000-000000000000", "email": "ada@example.com",
                             "subject": "<b>Help</b>", "message": "line one\nline <b>two</b>",
                             "time": "2026-11-29 12:00 UTC", "user_agent": "<b>Firefox</b>", "method": "password",
-                            "version": "2027-01", "summary": "<b>shorter</b>", "url": "https://gptimage2.dev/legal/privacy" })
+                            "version": "2027-01", "summary": "<b>shorter</b>", "url": "https://gptimage2.dev/legal/privacy",
+                            "settings_url": "https://spa.test/settings/notifications" })
     }
 
     #[test]
@@ -122,5 +133,24 @@ mod tests {
             "missing variables fail loudly"
         );
         assert!(render("nope", &serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn context_headers_are_set_and_cannot_inject() {
+        let mut context = sample_context();
+        context["reply_to"] = "ada@example.com".into();
+        context["unsubscribe_url"] = "https://api.test/v1/mail/unsubscribe?token=t".into();
+        let out = render("support_request", &context).unwrap();
+        assert_eq!(out.headers["Reply-To"], "ada@example.com");
+        assert_eq!(
+            out.headers["List-Unsubscribe"],
+            "<https://api.test/v1/mail/unsubscribe?token=t>"
+        );
+        assert_eq!(
+            out.headers["List-Unsubscribe-Post"],
+            "List-Unsubscribe=One-Click"
+        );
+        context["reply_to"] = "ada@example.com\r\nBcc: all@example.com".into();
+        assert!(render("support_request", &context).is_err());
     }
 }

@@ -349,7 +349,6 @@ pub async fn create(
         Credential::Session(_) => None,
     };
     let provider = state.config.generation.provider.clone();
-    let threshold = state.config.billing.low_balance_threshold;
     let view = conn
         .transaction::<_, ApiError, _>(async |conn| {
             if let Some(key) = api_key {
@@ -405,7 +404,7 @@ pub async fn create(
                 ))
                 .execute(conn)
                 .await?;
-            low_balance::check(conn, auth.user_id, threshold).await?;
+            low_balance::check(conn, &state.config, auth.user_id).await?;
             // Read back before commit: the answer is the state this request created, even
             // if a worker picks the job up the instant it commits.
             load_one(conn, &state, auth.user_id, id).await

@@ -47,6 +47,9 @@ pub struct UpdateMeRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, max_length = 2048, example = "https://images.example.com/ada.png")]
     pub avatar_url: Option<Option<String>>,
+    /// Low-balance notices on or off.
+    #[schema(example = false)]
+    pub low_balance_emails: Option<bool>,
 }
 
 /// Tells "absent" (keep) from `null` (clear).
@@ -56,7 +59,7 @@ fn double_option<'de, D: serde::Deserializer<'de>>(
     Ok(Some(Option::deserialize(d)?))
 }
 
-/// Correct the profile: name and avatar.
+/// Correct the profile (name, avatar) and choose optional mails.
 #[utoipa::path(
     tag = "account",
     operation_id = "updateMe",
@@ -103,6 +106,12 @@ pub async fn update_me(
                     .execute(conn)
                     .await?;
             }
+            if let Some(on) = body.low_balance_emails {
+                diesel::update(users_t::table.find(auth.user_id))
+                    .set(users_t::low_balance_emails.eq(on))
+                    .execute(conn)
+                    .await?;
+            }
             diesel::update(users_t::table.find(auth.user_id))
                 .set(users_t::updated_at.eq(diesel::dsl::now))
                 .execute(conn)
@@ -110,6 +119,7 @@ pub async fn update_me(
             let fields: Vec<&str> = [
                 body.name.as_ref().map(|_| "name"),
                 body.avatar_url.as_ref().map(|_| "avatar_url"),
+                body.low_balance_emails.map(|_| "low_balance_emails"),
             ]
             .into_iter()
             .flatten()

@@ -15,6 +15,7 @@ pub mod oauth;
 pub mod ops;
 pub mod reference_images;
 pub mod support;
+pub mod unsubscribe;
 pub mod webhook_secret;
 pub mod webhooks_creem;
 pub mod webhooks_stripe;
@@ -50,6 +51,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(me::privacy_policy)
         .service(support::create_support_request)
         .service(support::list_support_requests)
+        .service(unsubscribe::unsubscribe_mail)
         .service(exports::create_export)
         .service(exports::list_exports)
         .service(exports::get_export)

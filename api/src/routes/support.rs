@@ -147,11 +147,14 @@ pub async fn create_support_request(
                 "message": view.message,
                 "sent_at": view.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
             });
+            // Support answers by replying: straight to the user.
+            let mut to_support = context.clone();
+            to_support["reply_to"] = user.email.clone().into();
             mail::queue(
                 conn,
                 &state.config.support_email,
                 "support_request",
-                context.clone(),
+                to_support,
             )
             .await?;
             mail::queue(conn, &user.email, "support_copy", context).await?;
