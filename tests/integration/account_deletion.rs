@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-async fn delete_me(app: &TestApp, token: &str, body: Value) -> Response {
+pub(crate) async fn delete_me(app: &TestApp, token: &str, body: Value) -> Response {
     app.client
         .delete(app.url("/v1/me"))
         .bearer_auth(token)
@@ -25,7 +25,7 @@ async fn delete_me(app: &TestApp, token: &str, body: Value) -> Response {
         .unwrap()
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
+pub(crate) async fn count(app: &TestApp, sql: &str) -> i64 {
     app.db
         .client()
         .await
@@ -86,9 +86,8 @@ async fn submit_generation(app: &TestApp, token: &str, idempotency_key: &str) ->
     res.json().await.unwrap()
 }
 
-/// Every table in the public schema whose rows, as text, mention any of `needles`
-/// (case-insensitive), with the offending rows.
-async fn rows_mentioning(app: &TestApp, needles: &[String]) -> Vec<(String, String)> {
+/// Every row of every table in the public schema, as text: (table, row).
+pub(crate) async fn rows_as_text(app: &TestApp) -> Vec<(String, String)> {
     let client = app.db.client().await;
     let tables: Vec<String> = client
         .query(
@@ -101,24 +100,32 @@ async fn rows_mentioning(app: &TestApp, needles: &[String]) -> Vec<(String, Stri
         .map(|r| r.get(0))
         .collect();
     assert!(tables.len() > 20, "the scan sees every table: {tables:?}");
-    let mut found = Vec::new();
+    let mut all = Vec::new();
     for table in tables {
         let rows = client
             .query(&format!("SELECT t::text FROM \"{table}\" t"), &[])
             .await
             .unwrap();
         for row in rows {
-            let text: String = row.get::<_, String>(0).to_lowercase();
-            if needles.iter().any(|n| text.contains(n.as_str())) {
-                found.push((table.clone(), text));
-            }
+            all.push((table.clone(), row.get::<_, String>(0)));
         }
     }
-    found
+    all
+}
+
+/// Every table in the public schema whose rows, as text, mention any of `needles`
+/// (case-insensitive), with the offending rows.
+pub(crate) async fn rows_mentioning(app: &TestApp, needles: &[String]) -> Vec<(String, String)> {
+    rows_as_text(app)
+        .await
+        .into_iter()
+        .map(|(table, row)| (table, row.to_lowercase()))
+        .filter(|(_, text)| needles.iter().any(|n| text.contains(n.as_str())))
+        .collect()
 }
 
 /// The user's id and address as they could appear in a row: plain text, and hex for bytea.
-fn needles(user: &TestUser) -> Vec<String> {
+pub(crate) fn needles(user: &TestUser) -> Vec<String> {
     let id = user.id.to_lowercase();
     let email = user.email.to_lowercase();
     vec![hex::encode(&id), hex::encode(&email), id, email]

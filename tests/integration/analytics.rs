@@ -16,7 +16,7 @@ async fn app() -> TestApp {
     .await
 }
 
-async fn submit(app: &TestApp, user: &TestUser) {
+pub(crate) async fn submit(app: &TestApp, user: &TestUser) {
     let res = app
         .client
         .post(app.url("/v1/generations"))
@@ -28,7 +28,7 @@ async fn submit(app: &TestApp, user: &TestUser) {
     assert_eq!(res.status(), StatusCode::ACCEPTED);
 }
 
-async fn set_analytics(app: &TestApp, user: &TestUser, on: bool) {
+pub(crate) async fn set_analytics(app: &TestApp, user: &TestUser, on: bool) {
     let res = app
         .client
         .put(app.url("/v1/me/consents"))
@@ -41,7 +41,7 @@ async fn set_analytics(app: &TestApp, user: &TestUser, on: bool) {
 }
 
 /// (event, properties, the whole row as text), oldest first.
-async fn events(app: &TestApp) -> Vec<(String, Value, String)> {
+pub(crate) async fn events(app: &TestApp) -> Vec<(String, Value, String)> {
     app.db
         .client()
         .await

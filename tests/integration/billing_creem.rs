@@ -72,14 +72,14 @@ async fn webhook_events(app: &TestApp) -> i64 {
         .get(0)
 }
 
-async fn deliver_ok(creem: &CreemFake, app: &TestApp, event: &Value) {
+pub(crate) async fn deliver_ok(creem: &CreemFake, app: &TestApp, event: &Value) {
     let res = creem.deliver(app, event).await;
     assert_eq!(res.status(), StatusCode::OK, "{}", event["eventType"]);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body, json!({ "received": true }));
 }
 
-fn pack_event(user: &TestUser, customer: &Customer) -> Value {
+pub(crate) fn pack_event(user: &TestUser, customer: &Customer) -> Value {
     creem_fake::checkout_completed_pack(&user.id, customer, "prod_pack_100", "pack_100", 500)
 }
 

@@ -59,7 +59,7 @@ async fn open_session(app: &TestApp, fake: &StripeFake, user: &TestUser, item: &
     fake.session(&id)
 }
 
-async fn post_webhook(app: &TestApp, body: &str, signature: Option<String>) -> Response {
+pub(crate) async fn post_webhook(app: &TestApp, body: &str, signature: Option<String>) -> Response {
     let mut request = app
         .client
         .post(app.url("/v1/webhooks/stripe"))
@@ -72,7 +72,7 @@ async fn post_webhook(app: &TestApp, body: &str, signature: Option<String>) -> R
 }
 
 /// Delivers `event` signed now, as Stripe does; expects 200.
-async fn deliver(app: &TestApp, fake: &StripeFake, event: &Value) {
+pub(crate) async fn deliver(app: &TestApp, fake: &StripeFake, event: &Value) {
     let body = serde_json::to_string(event).unwrap();
     let res = post_webhook(app, &body, Some(fake.sign(&body, now()))).await;
     let status = res.status();
@@ -90,13 +90,13 @@ async fn get_json(app: &TestApp, user: &TestUser, path: &str) -> Value {
     res.json().await.unwrap()
 }
 
-async fn balance(app: &TestApp, user: &TestUser) -> i64 {
+pub(crate) async fn balance(app: &TestApp, user: &TestUser) -> i64 {
     get_json(app, user, "/v1/credits").await["balance"]
         .as_i64()
         .unwrap()
 }
 
-async fn transactions(app: &TestApp, user: &TestUser) -> Vec<Value> {
+pub(crate) async fn transactions(app: &TestApp, user: &TestUser) -> Vec<Value> {
     get_json(app, user, "/v1/billing/transactions").await["data"]
         .as_array()
         .unwrap()
@@ -114,7 +114,7 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 }
 
 /// A completed, paid Checkout Session event for a fresh checkout of `pack_100` by `user`.
-async fn paid_pack_event(app: &TestApp, fake: &StripeFake, user: &TestUser) -> Value {
+pub(crate) async fn paid_pack_event(app: &TestApp, fake: &StripeFake, user: &TestUser) -> Value {
     let session = open_session(app, fake, user, "pack_100").await;
     event(
         "checkout.session.completed",

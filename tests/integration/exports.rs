@@ -13,7 +13,7 @@ use reqwest::{
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-async fn post_export(app: &TestApp, user: &TestUser) -> reqwest::Response {
+pub(crate) async fn post_export(app: &TestApp, user: &TestUser) -> reqwest::Response {
     app.client
         .post(app.url("/v1/me/exports"))
         .bearer_auth(&user.access_token)
@@ -22,7 +22,7 @@ async fn post_export(app: &TestApp, user: &TestUser) -> reqwest::Response {
         .unwrap()
 }
 
-async fn wait_succeeded(app: &TestApp, user: &TestUser, id: &str) -> Value {
+pub(crate) async fn wait_succeeded(app: &TestApp, user: &TestUser, id: &str) -> Value {
     eventually(
         &format!("export {id} succeeded"),
         Duration::from_secs(30),
@@ -49,7 +49,7 @@ fn small_png() -> Vec<u8> {
     out.into_inner()
 }
 
-fn unzip(bytes: &[u8]) -> HashMap<String, Vec<u8>> {
+pub(crate) fn unzip(bytes: &[u8]) -> HashMap<String, Vec<u8>> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).expect("a valid ZIP");
     let mut files = HashMap::new();
     for i in 0..archive.len() {
@@ -61,7 +61,7 @@ fn unzip(bytes: &[u8]) -> HashMap<String, Vec<u8>> {
     files
 }
 
-fn json_file(files: &HashMap<String, Vec<u8>>, name: &str) -> Value {
+pub(crate) fn json_file(files: &HashMap<String, Vec<u8>>, name: &str) -> Value {
     serde_json::from_slice(
         files
             .get(name)

@@ -16,7 +16,7 @@ async fn app(workers: bool) -> TestApp {
     .await
 }
 
-async fn submit(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn submit(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
     app.client
         .post(app.url("/v1/generations"))
         .bearer_auth(token)
@@ -26,7 +26,7 @@ async fn submit(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
-async fn wait_for(app: &TestApp, user: &TestUser, id: &str, status: &str) -> Value {
+pub(crate) async fn wait_for(app: &TestApp, user: &TestUser, id: &str, status: &str) -> Value {
     gptimage2_tests::eventually(
         &format!("generation {id} {status}"),
         Duration::from_secs(20),

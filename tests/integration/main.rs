@@ -22,6 +22,7 @@ mod migrations;
 mod oauth;
 mod openai_provider;
 mod openapi;
+mod privacy_policy;
 mod reference_images;
 mod retention;
 mod storage;

@@ -69,13 +69,13 @@ async fn get(app: &TestApp, url: &str) -> Response {
 }
 
 /// A whole sign-in: the API's final response (a redirect to the SPA).
-async fn sign_in(app: &TestApp, fake: &FakeProvider) -> Response {
+pub(crate) async fn sign_in(app: &TestApp, fake: &FakeProvider) -> Response {
     let callback = authorized_callback(app, fake, &format!("{SPA}/welcome")).await;
     get(app, &callback).await
 }
 
 /// What the SPA does on landing: trade the cookie for an access token.
-async fn access_token(app: &TestApp, landing: &Response) -> (String, Value) {
+pub(crate) async fn access_token(app: &TestApp, landing: &Response) -> (String, Value) {
     let cookie = refresh_cookie(landing).expect("the refresh cookie is set");
     let res = app
         .client
@@ -94,7 +94,7 @@ async fn access_token(app: &TestApp, landing: &Response) -> (String, Value) {
     (body["access_token"].as_str().unwrap().to_string(), body)
 }
 
-async fn json_of(app: &TestApp, path: &str, token: &str) -> Value {
+pub(crate) async fn json_of(app: &TestApp, path: &str, token: &str) -> Value {
     let res = app.get_auth(path, token).await;
     assert_eq!(res.status(), StatusCode::OK, "{path}");
     res.json().await.unwrap()

@@ -44,7 +44,7 @@ fn encode(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
-fn png(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     encode(
         &DynamicImage::ImageRgb8(gradient(width, height)),
         ImageFormat::Png,
@@ -143,7 +143,7 @@ async fn upload(app: &TestApp, token: &str, name: &str, bytes: Vec<u8>) -> Respo
 }
 
 /// Uploads and asserts 201; returns the response body.
-async fn upload_ok(app: &TestApp, token: &str, name: &str, bytes: Vec<u8>) -> Value {
+pub(crate) async fn upload_ok(app: &TestApp, token: &str, name: &str, bytes: Vec<u8>) -> Value {
     let res = upload(app, token, name, bytes).await;
     assert_eq!(
         res.status(),

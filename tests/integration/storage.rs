@@ -82,7 +82,7 @@ async fn s3_backend_meets_the_contract() {
 }
 
 /// A plain SDK client on the test server, to look behind the store.
-fn raw_s3_client() -> aws_sdk_s3::Client {
+pub(crate) fn raw_s3_client() -> aws_sdk_s3::Client {
     let env = s3::env();
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())

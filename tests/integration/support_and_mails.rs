@@ -51,7 +51,7 @@ async fn count_templates(app: &TestApp, template: &str) -> usize {
 }
 
 /// The delivered mails to `to` whose subject contains `subject`.
-async fn delivered(app: &TestApp, to: &str, subject: &str) -> Vec<ReceivedMail> {
+pub(crate) async fn delivered(app: &TestApp, to: &str, subject: &str) -> Vec<ReceivedMail> {
     let smtp = app.smtp.as_ref().expect("smtp");
     gptimage2_tests::eventually(
         &format!("a mail to {to} about '{subject}'"),

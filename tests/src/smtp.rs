@@ -26,9 +26,17 @@ pub struct ReceivedMail {
 impl ReceivedMail {
     /// The text/plain part, decoded from quoted-printable or base64 as lettre sent it.
     pub fn text_body(&self) -> String {
-        let Some(idx) = self.data.find("Content-Type: text/plain") else {
-            return self.data.clone();
-        };
+        self.part("text/plain").unwrap_or_else(|| self.data.clone())
+    }
+
+    /// The text/html part, decoded like [`Self::text_body`]; `None` when the mail has none.
+    pub fn html_body(&self) -> Option<String> {
+        self.part("text/html")
+    }
+
+    /// The first part of `content_type`, decoded from quoted-printable or base64.
+    pub fn part(&self, content_type: &str) -> Option<String> {
+        let idx = self.data.find(&format!("Content-Type: {content_type}"))?;
         let part = &self.data[idx..];
         let headers_end = part.find("\r\n\r\n").map(|i| i + 4).unwrap_or(0);
         let (headers, rest) = part.split_at(headers_end);
@@ -39,12 +47,12 @@ impl ReceivedMail {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(joined)
                 .unwrap_or_default();
-            return String::from_utf8_lossy(&bytes).into_owned();
+            return Some(String::from_utf8_lossy(&bytes).into_owned());
         }
         if headers.contains("Content-Transfer-Encoding: quoted-printable") {
-            return decode_quoted_printable(body);
+            return Some(decode_quoted_printable(body));
         }
-        body.to_string()
+        Some(body.to_string())
     }
 
     /// The value of the first header named `name` (case-insensitive), unfolded.
