@@ -1247,8 +1247,6 @@ async fn analytics_only_with_consent() {
 // ---- 10 --------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product gap: the erasure deletes only mails addressed to the user; the support-request \
-            mail to the support inbox (outbox_mails) keeps their name, email, id and message"]
 async fn data_kept_while_active_and_deleted_on_request() {
     let stripe = StripeFake::start().await;
     let app = spawn_app_with(AppOptions {
