@@ -463,9 +463,9 @@ export interface paths {
         };
         /**
          * Follow a generation as Server-Sent Events: a `status` event on every change,
-         *     `partial_image` (`{index, url}`) for each partial image a streaming model sends, then
-         *     `completed` (the full generation, with image links), `failed` or `canceled`, and the
-         *     stream ends. A comment line every 15 s keeps proxies from closing an idle stream.
+         *     `partial_image` for each partial image a streaming model sends, then `completed` (the full
+         *     generation, with image links), `failed`, `canceled` or `deleted`, and the stream ends. A
+         *     comment line every 15 s keeps proxies from closing an idle stream.
          */
         get: operations["streamGenerationEvents"];
         put?: never;
@@ -870,7 +870,48 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** @description One security event. */
+        /**
+         * @description Kinds of security event, as stored and shown.
+         * @example signed_in
+         * @enum {string}
+         */
+        ActivityKind: "signed_up" | "signed_in" | "sign_in_failed" | "signed_out" | "email_verified" | "password_changed" | "password_reset" | "password_reset_requested" | "session_revoked" | "refresh_token_reused" | "profile_updated" | "consent_changed" | "api_key_created" | "api_key_revoked" | "identity_linked" | "identity_unlinked" | "account_deletion_requested";
+        /**
+         * @description A page of `ActivityView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "details": {
+         *             "session_id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c"
+         *           },
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "ip": "203.0.113.7",
+         *           "kind": "session_revoked",
+         *           "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        ActivityPage: {
+            data: components["schemas"]["ActivityView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description One security event.
+         * @example {
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "details": {
+         *         "session_id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c"
+         *       },
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "ip": "203.0.113.7",
+         *       "kind": "session_revoked",
+         *       "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15"
+         *     }
+         */
         ActivityView: {
             /** Format: date-time */
             created_at: string;
@@ -878,14 +919,45 @@ export interface components {
             /** Format: uuid */
             id: string;
             ip?: string | null;
-            /**
-             * @description e.g. `signed_in`, `sign_in_failed`, `password_changed`, `api_key_created`, `session_revoked`.
-             * @example signed_in
-             */
-            kind: string;
+            kind: components["schemas"]["ActivityKind"];
             user_agent?: string | null;
         };
-        /** @description A key as listed: never the secret. */
+        /**
+         * @description A page of `ApiKeyView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "daily_credit_limit": 500,
+         *           "expired": false,
+         *           "expires_at": "2027-06-01T00:00:00Z",
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "last_used_at": "2026-11-29T12:30:00Z",
+         *           "name": "CI pipeline",
+         *           "prefix": "gi2_Xy3kP9aQ"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        ApiKeyPage: {
+            data: components["schemas"]["ApiKeyView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description A key as listed: never the secret.
+         * @example {
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "daily_credit_limit": 500,
+         *       "expired": false,
+         *       "expires_at": "2027-06-01T00:00:00Z",
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "last_used_at": "2026-11-29T12:30:00Z",
+         *       "name": "CI pipeline",
+         *       "prefix": "gi2_Xy3kP9aQ"
+         *     }
+         */
         ApiKeyView: {
             /** Format: date-time */
             created_at: string;
@@ -913,7 +985,35 @@ export interface components {
              */
             prefix: string;
         };
-        /** @description Tokens handed out at sign-in and refresh. */
+        /**
+         * @description How a session was signed in.
+         * @example password
+         * @enum {string}
+         */
+        AuthMethod: "password" | "google" | "github";
+        /**
+         * @description Tokens handed out at sign-in and refresh.
+         * @example {
+         *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkzYTFkMiJ9.c2lnbmF0dXJl",
+         *       "expires_in": 900,
+         *       "refresh_token": "Q2hhbmdlIG1lOiBhIG1vYmlsZSByZWZyZXNoIHRva2Vu",
+         *       "token_type": "Bearer",
+         *       "user": {
+         *         "avatar_url": null,
+         *         "created_at": "2026-11-29T10:00:00Z",
+         *         "credits": {
+         *           "available": 0,
+         *           "balance": 0
+         *         },
+         *         "email": "ada@example.com",
+         *         "email_verified": false,
+         *         "has_password": true,
+         *         "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *         "name": "Ada Lovelace",
+         *         "plan": null
+         *       }
+         *     }
+         */
         AuthResponse: {
             /** @description Send as `Authorization: Bearer <access_token>`. */
             access_token: string;
@@ -925,21 +1025,67 @@ export interface components {
             expires_in: number;
             /** @description Mobile clients only; browsers get it as the `gi2_refresh` HttpOnly cookie instead. */
             refresh_token?: string | null;
-            /** @example Bearer */
-            token_type: string;
+            token_type: components["schemas"]["TokenType"];
             user: components["schemas"]["UserView"];
         };
-        /** @description Plans and packs on sale. */
+        /**
+         * @description Background of the images; `transparent` needs `png` or `webp` output.
+         * @example auto
+         * @enum {string}
+         */
+        Background: "transparent" | "opaque" | "auto";
+        /**
+         * @description Plans and packs on sale.
+         * @example {
+         *       "packs": [
+         *         {
+         *           "credits": 100,
+         *           "currency": "usd",
+         *           "id": "pack_100",
+         *           "name": "100 credits",
+         *           "price_cents": 500,
+         *           "stripe_price_id": "price_1Pack100"
+         *         }
+         *       ],
+         *       "plans": [
+         *         {
+         *           "creem_product_id": "prod_starter",
+         *           "currency": "usd",
+         *           "id": "starter",
+         *           "monthly_credits": 500,
+         *           "name": "Starter",
+         *           "price_cents": 900,
+         *           "stripe_price_id": "price_1Starter"
+         *         }
+         *       ]
+         *     }
+         */
         Catalog: {
             packs: components["schemas"]["Pack"][];
             plans: components["schemas"]["Plan"][];
         };
+        /**
+         * @description A new password, and the current one when the account has one.
+         * @example {
+         *       "current_password": "correct horse battery staple",
+         *       "password": "a brand new horse battery"
+         *     }
+         */
         ChangePasswordRequest: {
             /** @description Required when the account has a password; Google/GitHub-only accounts set their first one without it. */
             current_password?: string | null;
             /** @example a brand new horse battery */
             password: string;
         };
+        /**
+         * @description What to buy, with which provider, and where to come back to.
+         * @example {
+         *       "cancel_url": "http://localhost:5173/billing",
+         *       "item_id": "pack_100",
+         *       "provider": "stripe",
+         *       "success_url": "http://localhost:5173/billing/success"
+         *     }
+         */
         CheckoutBody: {
             /** @example http://localhost:5173/billing */
             cancel_url: string;
@@ -955,12 +1101,18 @@ export interface components {
              */
             success_url: string;
         };
+        /**
+         * @example {
+         *       "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1B2c3D4"
+         *     }
+         */
         CheckoutResponse: {
             /** @description The provider's hosted checkout page. */
             checkout_url: string;
         };
         /**
          * @description How the client keeps its refresh token.
+         * @example web
          * @enum {string}
          */
         ClientKind: "web" | "mobile";
@@ -974,7 +1126,31 @@ export interface components {
             /** @description The privacy-policy version the choice was made under. */
             policy_version: string;
         };
-        /** @description The current consent choice and its dated history. */
+        /**
+         * @description The current consent choice and its dated history.
+         * @example {
+         *       "analytics": true,
+         *       "history": [
+         *         {
+         *           "analytics": true,
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "ip": "203.0.113.7",
+         *           "marketing": false,
+         *           "policy_version": "2026-11-01"
+         *         },
+         *         {
+         *           "analytics": false,
+         *           "created_at": "2026-11-28T09:00:00Z",
+         *           "ip": "203.0.113.7",
+         *           "marketing": false,
+         *           "policy_version": "2026-11-01"
+         *         }
+         *       ],
+         *       "marketing": false,
+         *       "policy_version": "2026-11-01",
+         *       "updated_at": "2026-11-29T10:00:00Z"
+         *     }
+         */
         ConsentsView: {
             /** @description Product analytics (off unless granted). */
             analytics: boolean;
@@ -986,6 +1162,14 @@ export interface components {
             /** Format: date-time */
             updated_at?: string | null;
         };
+        /**
+         * @description A new key's label, and the limits it is held to.
+         * @example {
+         *       "daily_credit_limit": 500,
+         *       "expires_at": "2027-06-01T00:00:00Z",
+         *       "name": "CI pipeline"
+         *     }
+         */
         CreateApiKeyRequest: {
             /**
              * Format: int64
@@ -1006,6 +1190,13 @@ export interface components {
              */
             name: string;
         };
+        /**
+         * @description A message to support.
+         * @example {
+         *       "message": "Generation 0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f failed with provider_error at 10:02 UTC.",
+         *       "subject": "A generation failed but used credits"
+         *     }
+         */
         CreateSupportRequest: {
             /**
              * @description Newlines and tabs are kept; other control characters are refused.
@@ -1018,7 +1209,19 @@ export interface components {
              */
             subject: string;
         };
-        /** @description A new key, with its secret: the only time it is shown. */
+        /**
+         * @description A new key, with its secret: the only time it is shown.
+         * @example {
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "daily_credit_limit": 500,
+         *       "expires_at": "2027-06-01T00:00:00Z",
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "key": "gi2_Xy3kP9aQ7hVbN2mLwE5tR8uJcZ1oD4fG6sK0yHiAx",
+         *       "last_used_at": null,
+         *       "name": "CI pipeline",
+         *       "prefix": "gi2_Xy3kP9aQ"
+         *     }
+         */
         CreatedApiKey: {
             /** Format: date-time */
             created_at: string;
@@ -1061,6 +1264,23 @@ export interface components {
              */
             balance: number;
         };
+        /**
+         * @example {
+         *       "available": 320,
+         *       "balance": 340,
+         *       "grants": [
+         *         {
+         *           "amount": 500,
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "expires_at": "2026-12-31T00:00:00Z",
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "remaining": 320,
+         *           "source": "subscription"
+         *         }
+         *       ],
+         *       "held": 20
+         *     }
+         */
         CreditsView: {
             /**
              * Format: int64
@@ -1083,6 +1303,12 @@ export interface components {
              */
             held: number;
         };
+        /**
+         * @description Proof that the account holder asks.
+         * @example {
+         *       "password": "correct horse battery staple"
+         *     }
+         */
         DeleteAccountRequest: {
             /**
              * @description The account's password; accounts without one (Google/GitHub only) leave it out and
@@ -1090,14 +1316,63 @@ export interface components {
              */
             password?: string | null;
         };
+        /**
+         * @example {
+         *       "status": "scheduled"
+         *     }
+         */
         DeletionScheduled: {
-            /**
-             * @description Always `scheduled`: the account is disabled and its erasure is under way.
-             * @example scheduled
-             */
-            status: string;
+            status: components["schemas"]["DeletionStatus"];
         };
-        /** @description A personal-data export. */
+        /**
+         * @description `scheduled`: the account is disabled and its erasure is under way.
+         * @enum {string}
+         */
+        DeletionStatus: "scheduled";
+        /**
+         * @description A page of `ExportView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "bytes": 5242880,
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "download_url": "https://files.gptimage2.dev/users/0193a1d2/exports/0193a1d2.zip?expires=1765000000&signature=4be1",
+         *           "error": null,
+         *           "expires_at": "2026-12-06T10:00:00Z",
+         *           "finished_at": "2026-11-29T10:00:30Z",
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "progress": 100,
+         *           "status": "succeeded"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        ExportPage: {
+            data: components["schemas"]["ExportView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description Where an export is; `succeeded` and `failed` are final.
+         * @example running
+         * @enum {string}
+         */
+        ExportStatus: "queued" | "running" | "succeeded" | "failed";
+        /**
+         * @description A personal-data export.
+         * @example {
+         *       "bytes": 5242880,
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "download_url": "https://files.gptimage2.dev/users/0193a1d2/exports/0193a1d2.zip?expires=1765000000&signature=4be1",
+         *       "error": null,
+         *       "expires_at": "2026-12-06T10:00:00Z",
+         *       "finished_at": "2026-11-29T10:00:30Z",
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "progress": 100,
+         *       "status": "succeeded"
+         *     }
+         */
         ExportView: {
             /**
              * Format: int64
@@ -1125,17 +1400,19 @@ export interface components {
              * @example 40
              */
             progress: number;
-            /**
-             * @description `queued`, `running`, `succeeded` or `failed`.
-             * @example running
-             */
-            status: string;
+            status: components["schemas"]["ExportStatus"];
         };
         FieldError: {
             /** @description The field's name, or a JSON path to it. */
             field: string;
             message: string;
         };
+        /**
+         * @description The account to send a reset link to.
+         * @example {
+         *       "email": "ada@example.com"
+         *     }
+         */
         ForgotPasswordRequest: {
             /**
              * Format: email
@@ -1143,30 +1420,140 @@ export interface components {
              */
             email: string;
         };
+        /**
+         * @description The data of a `deleted` event.
+         * @example {
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f"
+         *     }
+         */
+        GenerationDeletedData: {
+            /** Format: uuid */
+            id: string;
+        };
         GenerationError: {
             /** @description e.g. `content_policy_violation`, `deadline_exceeded`, `provider_unavailable`. */
             code: string;
             message: string;
         };
-        /** @description What to generate. Mirrors the upstream gpt-image-2 Images API. */
+        /**
+         * @description One event of the stream: `event` is the SSE `event:` name, `data` the JSON of its `data:`
+         *     line. A stream is `status` events, `partial_image` events while a streaming model draws,
+         *     then one of `completed`, `failed`, `canceled` or `deleted`, and it ends.
+         * @example {
+         *       "data": {
+         *         "status": "running"
+         *       },
+         *       "event": "status"
+         *     }
+         */
+        GenerationEvent: {
+            /** @description The status changed (also sent just before the final event). */
+            data: components["schemas"]["GenerationStatusData"];
+            /** @enum {string} */
+            event: "status";
+        } | {
+            /** @description A partial image a streaming model sent. */
+            data: components["schemas"]["PartialImage"];
+            /** @enum {string} */
+            event: "partial_image";
+        } | {
+            /** @description It succeeded: the generation, with links to its images. */
+            data: components["schemas"]["GenerationView"];
+            /** @enum {string} */
+            event: "completed";
+        } | {
+            /** @description It failed: the generation, with its `error`. */
+            data: components["schemas"]["GenerationView"];
+            /** @enum {string} */
+            event: "failed";
+        } | {
+            /** @description It was canceled: the generation. */
+            data: components["schemas"]["GenerationView"];
+            /** @enum {string} */
+            event: "canceled";
+        } | {
+            /** @description It was deleted while followed. */
+            data: components["schemas"]["GenerationDeletedData"];
+            /** @enum {string} */
+            event: "deleted";
+        };
+        /**
+         * @description A page of `GenerationView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "cost_credits": 4,
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "error": null,
+         *           "finished_at": "2026-11-29T10:00:09Z",
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "images": [
+         *             {
+         *               "bytes": 1048576,
+         *               "format": "png",
+         *               "height": 1024,
+         *               "id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c",
+         *               "url": "https://files.gptimage2.dev/users/0193a1d2/generations/0193a1d2/0.png?expires=1764400000&signature=9f2c",
+         *               "url_expires_at": "2026-11-29T10:15:00Z",
+         *               "width": 1024
+         *             }
+         *           ],
+         *           "params": {
+         *             "background": "auto",
+         *             "moderation": "auto",
+         *             "n": 1,
+         *             "output_format": "png",
+         *             "prompt": "A watercolor fox reading a map at dawn",
+         *             "quality": "medium",
+         *             "reference_image_ids": [],
+         *             "size": "1024x1024"
+         *           },
+         *           "prompt": "A watercolor fox reading a map at dawn",
+         *           "provider": "builtin",
+         *           "started_at": "2026-11-29T10:00:01Z",
+         *           "status": "succeeded",
+         *           "webhook_deliveries": []
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        GenerationPage: {
+            data: components["schemas"]["GenerationView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description What rendered a generation: the built-in renderer, or OpenAI's gpt-image-2.
+         * @example builtin
+         * @enum {string}
+         */
+        GenerationProvider: "builtin" | "openai";
+        /**
+         * @description What to generate. Mirrors the upstream gpt-image-2 Images API.
+         * @example {
+         *       "background": "auto",
+         *       "moderation": "auto",
+         *       "n": 1,
+         *       "output_compression": 80,
+         *       "output_format": "webp",
+         *       "prompt": "A watercolor fox reading a map at dawn",
+         *       "quality": "medium",
+         *       "reference_image_ids": [],
+         *       "size": "1024x1024",
+         *       "webhook_url": "https://hooks.example.com/gptimage2"
+         *     }
+         */
         GenerationRequest: {
-            /**
-             * @description `transparent`, `opaque` or `auto`.
-             * @default auto
-             * @example auto
-             */
-            background?: string;
+            /** @default auto */
+            background?: components["schemas"]["Background"];
             /**
              * Format: uuid
              * @description A reference image used as the edit mask (needs at least one reference image).
              */
             mask_image_id?: string | null;
-            /**
-             * @description `auto` or `low`.
-             * @default auto
-             * @example auto
-             */
-            moderation?: string;
+            /** @default auto */
+            moderation?: components["schemas"]["Moderation"];
             /**
              * Format: int32
              * @description Number of images, 1–10.
@@ -1178,23 +1565,15 @@ export interface components {
              * @description 0–100; only with `jpeg` or `webp`.
              */
             output_compression?: number | null;
-            /**
-             * @description `png`, `jpeg` or `webp`.
-             * @default png
-             * @example png
-             */
-            output_format?: string;
+            /** @default png */
+            output_format?: components["schemas"]["OutputFormat"];
             /**
              * @description What to draw; up to 32,000 characters.
              * @example A watercolor fox reading a map at dawn
              */
             prompt: string;
-            /**
-             * @description `low`, `medium`, `high` or `auto`.
-             * @default auto
-             * @example medium
-             */
-            quality?: string;
+            /** @default auto */
+            quality?: components["schemas"]["Quality"];
             /** @description Up to 16 of your reference images; with any, the edits endpoint is used. */
             reference_image_ids?: string[];
             /**
@@ -1209,6 +1588,57 @@ export interface components {
              */
             webhook_url?: string | null;
         };
+        /**
+         * @description Where a generation is; `succeeded`, `failed` and `canceled` are final.
+         * @example succeeded
+         * @enum {string}
+         */
+        GenerationStatus: "queued" | "running" | "succeeded" | "failed" | "canceled";
+        /**
+         * @description The data of a `status` event.
+         * @example {
+         *       "status": "running"
+         *     }
+         */
+        GenerationStatusData: {
+            status: components["schemas"]["GenerationStatus"];
+        };
+        /**
+         * @description A generation: its request, status, price and, once it succeeded, its images.
+         * @example {
+         *       "cost_credits": 4,
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "error": null,
+         *       "finished_at": "2026-11-29T10:00:09Z",
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "images": [
+         *         {
+         *           "bytes": 1048576,
+         *           "format": "png",
+         *           "height": 1024,
+         *           "id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c",
+         *           "url": "https://files.gptimage2.dev/users/0193a1d2/generations/0193a1d2/0.png?expires=1764400000&signature=9f2c",
+         *           "url_expires_at": "2026-11-29T10:15:00Z",
+         *           "width": 1024
+         *         }
+         *       ],
+         *       "params": {
+         *         "background": "auto",
+         *         "moderation": "auto",
+         *         "n": 1,
+         *         "output_format": "png",
+         *         "prompt": "A watercolor fox reading a map at dawn",
+         *         "quality": "medium",
+         *         "reference_image_ids": [],
+         *         "size": "1024x1024"
+         *       },
+         *       "prompt": "A watercolor fox reading a map at dawn",
+         *       "provider": "builtin",
+         *       "started_at": "2026-11-29T10:00:01Z",
+         *       "status": "succeeded",
+         *       "webhook_deliveries": []
+         *     }
+         */
         GenerationView: {
             /**
              * Format: int64
@@ -1226,21 +1656,19 @@ export interface components {
             /** @description The parameters as submitted. */
             params: components["schemas"]["GenerationRequest"];
             prompt: string;
-            /**
-             * @description `builtin` (the built-in renderer) or `openai`.
-             * @example builtin
-             */
-            provider: string;
+            provider: components["schemas"]["GenerationProvider"];
             /** Format: date-time */
             started_at?: string | null;
-            /**
-             * @description `queued`, `running`, `succeeded`, `failed` or `canceled`.
-             * @example queued
-             */
-            status: string;
+            status: components["schemas"]["GenerationStatus"];
             /** @description Deliveries to `webhook_url` (one per terminal status), oldest first. */
             webhook_deliveries: components["schemas"]["WebhookDeliveryView"][];
         };
+        /**
+         * @description Where a grant's credits came from.
+         * @example purchase
+         * @enum {string}
+         */
+        GrantSource: "purchase" | "subscription" | "promotion" | "admin" | "refund_reversal";
         /** @description A grant with credits left, in the order spending draws from them. */
         GrantView: {
             /**
@@ -1260,20 +1688,49 @@ export interface components {
              * @example 320
              */
             remaining: number;
-            /**
-             * @description `purchase`, `subscription`, `promotion`, `admin` or `refund_reversal`.
-             * @example purchase
-             */
-            source: string;
+            source: components["schemas"]["GrantSource"];
         };
+        /**
+         * @example {
+         *       "status": "ok"
+         *     }
+         */
         Health: {
-            /**
-             * @description Always `ok` when the process answers.
-             * @example ok
-             */
-            status: string;
+            status: components["schemas"]["HealthStatus"];
         };
-        /** @description A linked Google or GitHub login. */
+        /**
+         * @description `ok`: the only status a healthy answer has (an unhealthy one is a problem document).
+         * @enum {string}
+         */
+        HealthStatus: "ok";
+        /**
+         * @description A page of `IdentityView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "email": "ada@example.com",
+         *           "last_used_at": "2026-11-29T12:30:00Z",
+         *           "provider": "google"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        IdentityPage: {
+            data: components["schemas"]["IdentityView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description A linked Google or GitHub login.
+         * @example {
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "email": "ada@example.com",
+         *       "last_used_at": "2026-11-29T12:30:00Z",
+         *       "provider": "google"
+         *     }
+         */
         IdentityView: {
             /** Format: date-time */
             created_at: string;
@@ -1286,6 +1743,12 @@ export interface components {
             last_used_at: string;
             provider: components["schemas"]["OAuthProvider"];
         };
+        /**
+         * @description The media type of a stored reference image.
+         * @example image/png
+         * @enum {string}
+         */
+        ImageContentType: "image/png" | "image/jpeg" | "image/webp";
         /** @description One stored image of a generation. */
         ImageView: {
             /**
@@ -1293,11 +1756,7 @@ export interface components {
              * @example 1048576
              */
             bytes: number;
-            /**
-             * @description `png`, `jpeg` or `webp`.
-             * @example png
-             */
-            format: string;
+            format: components["schemas"]["OutputFormat"];
             /**
              * Format: int32
              * @example 1024
@@ -1315,7 +1774,49 @@ export interface components {
              */
             width: number;
         };
-        /** @description One change to the balances. */
+        /**
+         * @description What a ledger entry records. `adjustment` is a manual correction (none is made by the
+         *     service itself).
+         * @example capture
+         * @enum {string}
+         */
+        LedgerEntryKind: "grant" | "hold" | "capture" | "release" | "expiry" | "refund" | "adjustment";
+        /**
+         * @description A page of `LedgerEntryView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "available_delta": -4,
+         *           "created_at": "2026-11-29T10:00:09Z",
+         *           "description": "generation",
+         *           "grant_id": null,
+         *           "held_delta": 4,
+         *           "hold_id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c",
+         *           "id": "0193a1d2-9b51-7d22-83a4-6e7f8a9b0c1d",
+         *           "kind": "hold"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        LedgerEntryPage: {
+            data: components["schemas"]["LedgerEntryView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description One change to the balances.
+         * @example {
+         *       "available_delta": -4,
+         *       "created_at": "2026-11-29T10:00:09Z",
+         *       "description": "generation",
+         *       "grant_id": null,
+         *       "held_delta": 4,
+         *       "hold_id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c",
+         *       "id": "0193a1d2-9b51-7d22-83a4-6e7f8a9b0c1d",
+         *       "kind": "hold"
+         *     }
+         */
         LedgerEntryView: {
             /**
              * Format: int64
@@ -1341,12 +1842,16 @@ export interface components {
             hold_id?: string | null;
             /** Format: uuid */
             id: string;
-            /**
-             * @description `grant`, `hold`, `capture`, `release`, `expiry`, `refund` or `adjustment`.
-             * @example capture
-             */
-            kind: string;
+            kind: components["schemas"]["LedgerEntryKind"];
         };
+        /**
+         * @description Email and password.
+         * @example {
+         *       "client": "mobile",
+         *       "email": "ada@example.com",
+         *       "password": "correct horse battery staple"
+         *     }
+         */
         LoginRequest: {
             /** @description `mobile` returns the refresh token in the body instead of a cookie. */
             client?: components["schemas"]["ClientKind"];
@@ -1359,10 +1864,22 @@ export interface components {
             password: string;
         };
         /**
+         * @description Strictness of the provider's content moderation.
+         * @example auto
+         * @enum {string}
+         */
+        Moderation: "auto" | "low";
+        /**
          * @description A sign-in provider.
          * @enum {string}
          */
         OAuthProvider: "google" | "github";
+        /**
+         * @description Encoding of the generated images.
+         * @example png
+         * @enum {string}
+         */
+        OutputFormat: "png" | "jpeg" | "webp";
         Pack: {
             /**
              * Format: int64
@@ -1384,299 +1901,21 @@ export interface components {
             price_cents: number;
             stripe_price_id?: string | null;
         };
-        /** @description A page of results, newest first. */
-        Page_ActivityView: {
-            data: {
-                /** Format: date-time */
-                created_at: string;
-                details: Record<string, never>;
-                /** Format: uuid */
-                id: string;
-                ip?: string | null;
-                /**
-                 * @description e.g. `signed_in`, `sign_in_failed`, `password_changed`, `api_key_created`, `session_revoked`.
-                 * @example signed_in
-                 */
-                kind: string;
-                user_agent?: string | null;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_ApiKeyView: {
-            data: {
-                /** Format: date-time */
-                created_at: string;
-                /**
-                 * Format: int64
-                 * @example 500
-                 */
-                daily_credit_limit?: number | null;
-                /** @description True once `expires_at` has passed; the key is then refused. */
-                expired: boolean;
-                /** Format: date-time */
-                expires_at?: string | null;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * Format: date-time
-                 * @description Updated at most once a minute.
-                 */
-                last_used_at?: string | null;
-                /** @example CI pipeline */
-                name: string;
-                /**
-                 * @description The first characters of the key, to recognise it.
-                 * @example gi2_Xy3kP9aQ
-                 */
-                prefix: string;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_ExportView: {
-            data: {
-                /**
-                 * Format: int64
-                 * @description The archive's size.
-                 */
-                bytes?: number | null;
-                /** Format: date-time */
-                created_at: string;
-                /** @description A signed link to the ZIP, valid until `expires_at`; null until it succeeded and after it expired. */
-                download_url?: string | null;
-                /** @description Why it failed, for `failed`. */
-                error?: string | null;
-                /**
-                 * Format: date-time
-                 * @description When the archive is deleted (7 days after it was made).
-                 */
-                expires_at?: string | null;
-                /** Format: date-time */
-                finished_at?: string | null;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * Format: int32
-                 * @description 0–100; 100 once the archive is ready.
-                 * @example 40
-                 */
-                progress: number;
-                /**
-                 * @description `queued`, `running`, `succeeded` or `failed`.
-                 * @example running
-                 */
-                status: string;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_GenerationView: {
-            data: {
-                /**
-                 * Format: int64
-                 * @example 4
-                 */
-                cost_credits: number;
-                /** Format: date-time */
-                created_at: string;
-                error?: components["schemas"]["GenerationError"] | null;
-                /** Format: date-time */
-                finished_at?: string | null;
-                /** Format: uuid */
-                id: string;
-                images: components["schemas"]["ImageView"][];
-                /** @description The parameters as submitted. */
-                params: components["schemas"]["GenerationRequest"];
-                prompt: string;
-                /**
-                 * @description `builtin` (the built-in renderer) or `openai`.
-                 * @example builtin
-                 */
-                provider: string;
-                /** Format: date-time */
-                started_at?: string | null;
-                /**
-                 * @description `queued`, `running`, `succeeded`, `failed` or `canceled`.
-                 * @example queued
-                 */
-                status: string;
-                /** @description Deliveries to `webhook_url` (one per terminal status), oldest first. */
-                webhook_deliveries: components["schemas"]["WebhookDeliveryView"][];
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_IdentityView: {
-            data: {
-                /** Format: date-time */
-                created_at: string;
-                /**
-                 * @description The email the provider reported at the latest sign-in.
-                 * @example ada@example.com
-                 */
-                email?: string | null;
-                /** Format: date-time */
-                last_used_at: string;
-                provider: components["schemas"]["OAuthProvider"];
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_LedgerEntryView: {
-            data: {
-                /**
-                 * Format: int64
-                 * @description Change to the available credits.
-                 * @example 0
-                 */
-                available_delta: number;
-                /** Format: date-time */
-                created_at: string;
-                description: string;
-                /** Format: uuid */
-                grant_id?: string | null;
-                /**
-                 * Format: int64
-                 * @description Change to the reserved credits.
-                 * @example -20
-                 */
-                held_delta: number;
-                /**
-                 * Format: uuid
-                 * @description The hold (one per generation) a hold/capture/release belongs to.
-                 */
-                hold_id?: string | null;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * @description `grant`, `hold`, `capture`, `release`, `expiry`, `refund` or `adjustment`.
-                 * @example capture
-                 */
-                kind: string;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_ReferenceImageView: {
-            data: {
-                /**
-                 * Format: int64
-                 * @description Size of the stored (re-encoded) image.
-                 * @example 482113
-                 */
-                bytes: number;
-                /**
-                 * @description `image/png`, `image/jpeg` or `image/webp`.
-                 * @example image/png
-                 */
-                content_type: string;
-                /** Format: date-time */
-                created_at: string;
-                /**
-                 * Format: int32
-                 * @example 768
-                 */
-                height: number;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * Format: int32
-                 * @example 1024
-                 */
-                width: number;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_SessionView: {
-            data: {
-                /**
-                 * @description `password`, `google` or `github`.
-                 * @example password
-                 */
-                auth_method: string;
-                /**
-                 * @description `web` or `mobile`.
-                 * @example web
-                 */
-                client: string;
-                /** Format: date-time */
-                created_at: string;
-                /** @description True for the session making this request. */
-                current: boolean;
-                /** Format: uuid */
-                id: string;
-                /** @description Address at sign-in. */
-                ip?: string | null;
-                /** @description Address of the latest refresh. */
-                last_ip?: string | null;
-                /** Format: date-time */
-                last_used_at: string;
-                user_agent?: string | null;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_SupportRequestView: {
-            data: {
-                /** Format: date-time */
-                created_at: string;
-                /** Format: uuid */
-                id: string;
-                message: string;
-                subject: string;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_TransactionView: {
-            data: {
-                /**
-                 * Format: int64
-                 * @description In the currency's smallest unit; negative for refunds.
-                 * @example 500
-                 */
-                amount_cents: number;
-                /** Format: date-time */
-                created_at: string;
-                /**
-                 * Format: int64
-                 * @description Credits granted (negative: taken back by a refund).
-                 * @example 100
-                 */
-                credits: number;
-                /**
-                 * Format: int64
-                 * @description Refunds only: credits already spent, so not taken back.
-                 */
-                credits_lost: number;
-                /** @example usd */
-                currency: string;
-                /** Format: uuid */
-                id: string;
-                item_id?: string | null;
-                /**
-                 * @description `purchase`, `renewal` or `refund`.
-                 * @example purchase
-                 */
-                kind: string;
-                /** @example stripe */
-                provider: string;
-                /** @description The provider's reference (checkout session, invoice, order or refund id). */
-                provider_reference: string;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
+        /**
+         * @description The data of a `partial_image` event.
+         * @example {
+         *       "index": 0,
+         *       "url": "https://files.gptimage2.dev/users/0193a1d2/generations/0193a1d2/partial-0.png?expires=1764400000&signature=51d0"
+         *     }
+         */
+        PartialImage: {
+            /**
+             * Format: int32
+             * @description 0 for the first partial image, counting up.
+             */
+            index: number;
+            /** @description A short-lived signed link to the partial image. */
+            url: string;
         };
         Plan: {
             creem_product_id?: string | null;
@@ -1700,9 +1939,20 @@ export interface components {
             price_cents: number;
             stripe_price_id?: string | null;
         };
+        /**
+         * @description The provider whose portal to open.
+         * @example {
+         *       "provider": "stripe"
+         *     }
+         */
         PortalBody: {
             provider: components["schemas"]["ProviderName"];
         };
+        /**
+         * @example {
+         *       "url": "https://billing.stripe.com/p/session/test_YWNjdF8x"
+         *     }
+         */
         PortalResponse: {
             /** @description The provider's page to manage the subscription and payment methods. */
             url: string;
@@ -1733,11 +1983,38 @@ export interface components {
             /** @example 1024x1024 */
             size: string;
         };
+        /**
+         * @example {
+         *       "sizes": [
+         *         {
+         *           "auto": 4,
+         *           "high": 16,
+         *           "low": 1,
+         *           "medium": 4,
+         *           "size": "1024x1024"
+         *         },
+         *         {
+         *           "auto": 6,
+         *           "high": 24,
+         *           "low": 2,
+         *           "medium": 6,
+         *           "size": "1536x1024"
+         *         }
+         *       ]
+         *     }
+         */
         PricingView: {
             /** @description Credits per image; a request costs this × `n`. Other sizes scale with their pixels. */
             sizes: components["schemas"]["PriceRow"][];
         };
-        /** @description The privacy policy in force. */
+        /**
+         * @description The privacy policy in force.
+         * @example {
+         *       "updated_at": "2026-11-01T00:00:00Z",
+         *       "url": "https://gptimage2.dev/legal/privacy",
+         *       "version": "2026-11-01"
+         *     }
+         */
         PrivacyPolicy: {
             /** @example 2026-11-01T00:00:00Z */
             updated_at: string;
@@ -1778,12 +2055,31 @@ export interface components {
             /** @description A URI naming the kind of problem. */
             type: string;
         };
-        /** @enum {string} */
+        /**
+         * @description A payment provider.
+         * @example stripe
+         * @enum {string}
+         */
         ProviderName: "stripe" | "creem";
+        /**
+         * @description Rendering quality; `auto` is priced as `medium`.
+         * @example medium
+         * @enum {string}
+         */
+        Quality: "low" | "medium" | "high" | "auto";
+        /**
+         * @description Ready: every component answered (otherwise the answer is a 503 problem).
+         * @example {
+         *       "checks": {
+         *         "database": "ok",
+         *         "object_store": "ok"
+         *       },
+         *       "status": "ok"
+         *     }
+         */
         Readiness: {
             checks: components["schemas"]["ReadinessChecks"];
-            /** @example ok */
-            status: string;
+            status: components["schemas"]["HealthStatus"];
         };
         /** @description Each component's state: `ok`, or a short reason. */
         ReadinessChecks: {
@@ -1792,7 +2088,19 @@ export interface components {
             /** @example ok */
             object_store: string;
         };
-        /** @description A reference image with a short-lived download link. */
+        /**
+         * @description A reference image with a short-lived download link.
+         * @example {
+         *       "bytes": 482113,
+         *       "content_type": "image/png",
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "height": 768,
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "url": "https://files.gptimage2.dev/users/0193a1d2/references/0193a1d2.png?expires=1764400000&signature=7ac3",
+         *       "url_expires_at": "2026-11-29T10:15:00Z",
+         *       "width": 1024
+         *     }
+         */
         ReferenceImageDetail: components["schemas"]["ReferenceImageView"] & {
             /**
              * Format: uri
@@ -1803,8 +2111,37 @@ export interface components {
             url_expires_at: string;
         };
         /**
+         * @description A page of `ReferenceImageView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "bytes": 482113,
+         *           "content_type": "image/png",
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "height": 768,
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "width": 1024
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        ReferenceImagePage: {
+            data: components["schemas"]["ReferenceImageView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
          * @description A stored reference image. Its bytes are the upload re-encoded in the same format,
          *     without metadata (EXIF/GPS, text chunks, ICC profiles).
+         * @example {
+         *       "bytes": 482113,
+         *       "content_type": "image/png",
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "height": 768,
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "width": 1024
+         *     }
          */
         ReferenceImageView: {
             /**
@@ -1813,11 +2150,7 @@ export interface components {
              * @example 482113
              */
             bytes: number;
-            /**
-             * @description `image/png`, `image/jpeg` or `image/webp`.
-             * @example image/png
-             */
-            content_type: string;
+            content_type: components["schemas"]["ImageContentType"];
             /** Format: date-time */
             created_at: string;
             /**
@@ -1833,10 +2166,26 @@ export interface components {
              */
             width: number;
         };
+        /**
+         * @description A mobile client's refresh token.
+         * @example {
+         *       "refresh_token": "Q2hhbmdlIG1lOiBhIG1vYmlsZSByZWZyZXNoIHRva2Vu"
+         *     }
+         */
         RefreshRequest: {
             /** @description Mobile clients send their refresh token here; browsers send none (the cookie is used). */
             refresh_token?: string | null;
         };
+        /**
+         * @description A new account.
+         * @example {
+         *       "accept_terms": true,
+         *       "client": "web",
+         *       "email": "ada@example.com",
+         *       "name": "Ada Lovelace",
+         *       "password": "correct horse battery staple"
+         *     }
+         */
         RegisterRequest: {
             /**
              * @description Signing up accepts the current terms and privacy policy; `false` is refused.
@@ -1858,23 +2207,59 @@ export interface components {
              */
             password: string;
         };
+        /**
+         * @description The mailed reset token and the new password.
+         * @example {
+         *       "password": "a new correct horse battery",
+         *       "token": "k3PqV9sLw2XbN7mR4tYc8uZe1aDf6gHj"
+         *     }
+         */
         ResetPasswordRequest: {
             /** @example a new correct horse battery */
             password: string;
             token: string;
         };
-        /** @description One signed-in device. */
+        /**
+         * @description A page of `SessionView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "auth_method": "password",
+         *           "client": "web",
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "current": true,
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "ip": "203.0.113.7",
+         *           "last_ip": "203.0.113.7",
+         *           "last_used_at": "2026-11-29T12:30:00Z",
+         *           "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        SessionPage: {
+            data: components["schemas"]["SessionView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description One signed-in device.
+         * @example {
+         *       "auth_method": "password",
+         *       "client": "web",
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "current": true,
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "ip": "203.0.113.7",
+         *       "last_ip": "203.0.113.7",
+         *       "last_used_at": "2026-11-29T12:30:00Z",
+         *       "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15"
+         *     }
+         */
         SessionView: {
-            /**
-             * @description `password`, `google` or `github`.
-             * @example password
-             */
-            auth_method: string;
-            /**
-             * @description `web` or `mobile`.
-             * @example web
-             */
-            client: string;
+            auth_method: components["schemas"]["AuthMethod"];
+            client: components["schemas"]["ClientKind"];
             /** Format: date-time */
             created_at: string;
             /** @description True for the session making this request. */
@@ -1889,6 +2274,17 @@ export interface components {
             last_used_at: string;
             user_agent?: string | null;
         };
+        /**
+         * @example {
+         *       "subscription": {
+         *         "cancel_at_period_end": false,
+         *         "plan": "starter",
+         *         "provider": "stripe",
+         *         "renews_at": "2026-12-29T10:00:00Z",
+         *         "status": "active"
+         *       }
+         *     }
+         */
         SubscriptionResponse: {
             subscription?: components["schemas"]["SubscriptionView"] | null;
         };
@@ -1900,20 +2296,47 @@ export interface components {
              * @example starter
              */
             plan: string;
-            /** @example stripe */
-            provider: string;
+            provider: components["schemas"]["ProviderName"];
             /**
              * Format: date-time
              * @description End of the paid period: the next renewal, or the end when canceling.
              */
             renews_at?: string | null;
             /**
-             * @description The provider's status, e.g. `active`, `past_due`, `canceled`.
+             * @description The provider's own status, passed through (so not a closed set here): e.g. `active`,
+             *     `past_due`, `canceled`, `expired`.
              * @example active
              */
             status: string;
         };
-        /** @description A request the user sent to support. */
+        /**
+         * @description A page of `SupportRequestView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "created_at": "2026-11-29T10:02:30Z",
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "message": "Generation 0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f failed with provider_error at 10:02 UTC.",
+         *           "subject": "A generation failed but used credits"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        SupportRequestPage: {
+            data: components["schemas"]["SupportRequestView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description A request the user sent to support.
+         * @example {
+         *       "created_at": "2026-11-29T10:02:30Z",
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "message": "Generation 0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f failed with provider_error at 10:02 UTC.",
+         *       "subject": "A generation failed but used credits"
+         *     }
+         */
         SupportRequestView: {
             /** Format: date-time */
             created_at: string;
@@ -1922,11 +2345,67 @@ export interface components {
             message: string;
             subject: string;
         };
+        /**
+         * @description A token from a mailed link.
+         * @example {
+         *       "token": "k3PqV9sLw2XbN7mR4tYc8uZe1aDf6gHj"
+         *     }
+         */
         TokenRequest: {
             /** @description The token from the mailed link. */
             token: string;
         };
-        /** @description A purchase, renewal or refund, with what a receipt shows. */
+        /**
+         * @description How to send the access token: always `Authorization: Bearer <access_token>`.
+         * @enum {string}
+         */
+        TokenType: "Bearer";
+        /**
+         * @description A billing transaction: a pack bought, a plan period paid, or money given back.
+         * @example purchase
+         * @enum {string}
+         */
+        TransactionKind: "purchase" | "renewal" | "refund";
+        /**
+         * @description A page of `TransactionView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "amount_cents": 500,
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "credits": 100,
+         *           "credits_lost": 0,
+         *           "currency": "usd",
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "item_id": "pack_100",
+         *           "kind": "purchase",
+         *           "provider": "stripe",
+         *           "provider_reference": "cs_test_a1B2c3D4"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        TransactionPage: {
+            data: components["schemas"]["TransactionView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description A purchase, renewal or refund, with what a receipt shows.
+         * @example {
+         *       "amount_cents": 500,
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "credits": 100,
+         *       "credits_lost": 0,
+         *       "currency": "usd",
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "item_id": "pack_100",
+         *       "kind": "purchase",
+         *       "provider": "stripe",
+         *       "provider_reference": "cs_test_a1B2c3D4"
+         *     }
+         */
         TransactionView: {
             /**
              * Format: int64
@@ -1952,20 +2431,29 @@ export interface components {
             /** Format: uuid */
             id: string;
             item_id?: string | null;
-            /**
-             * @description `purchase`, `renewal` or `refund`.
-             * @example purchase
-             */
-            kind: string;
-            /** @example stripe */
-            provider: string;
+            kind: components["schemas"]["TransactionKind"];
+            provider: components["schemas"]["ProviderName"];
             /** @description The provider's reference (checkout session, invoice, order or refund id). */
             provider_reference: string;
         };
+        /**
+         * @description The consent choice, both parts at once.
+         * @example {
+         *       "analytics": true,
+         *       "marketing": false
+         *     }
+         */
         UpdateConsentsRequest: {
             analytics: boolean;
             marketing: boolean;
         };
+        /**
+         * @description The profile fields to change; absent ones are kept.
+         * @example {
+         *       "avatar_url": "https://images.example.com/ada.png",
+         *       "name": "Ada King"
+         *     }
+         */
         UpdateMeRequest: {
             /**
              * @description An https URL on a public host; `null` removes the avatar.
@@ -1983,7 +2471,23 @@ export interface components {
              */
             file: string;
         };
-        /** @description A user's profile. */
+        /**
+         * @description A user's profile.
+         * @example {
+         *       "avatar_url": "https://images.example.com/ada.png",
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "credits": {
+         *         "available": 100,
+         *         "balance": 120
+         *       },
+         *       "email": "ada@example.com",
+         *       "email_verified": true,
+         *       "has_password": true,
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "name": "Ada Lovelace",
+         *       "plan": "starter"
+         *     }
+         */
         UserView: {
             /** @example https://images.example.com/ada.png */
             avatar_url?: string | null;
@@ -2002,10 +2506,22 @@ export interface components {
             /** @description The current subscription plan's id, if any. */
             plan?: string | null;
         };
+        /**
+         * @example {
+         *       "received": true
+         *     }
+         */
         WebhookAck: {
             /** @description Always true: the event was applied now or earlier, or deliberately ignored. */
             received: boolean;
         };
+        /**
+         * @description A webhook delivery: `pending` while it is being tried, then `delivered`, or `failed`
+         *     (gave up, or the receiver was refused).
+         * @example delivered
+         * @enum {string}
+         */
+        WebhookDeliveryStatus: "pending" | "delivered" | "failed";
         /** @description One webhook delivery of a generation's outcome and how it went. */
         WebhookDeliveryView: {
             /**
@@ -2030,12 +2546,13 @@ export interface components {
              * @example 200
              */
             response_status?: number | null;
-            /**
-             * @description `pending` (being tried), `delivered` or `failed` (gave up, or refused).
-             * @example delivered
-             */
-            status: string;
+            status: components["schemas"]["WebhookDeliveryStatus"];
         };
+        /**
+         * @example {
+         *       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+         *     }
+         */
         WebhookSecretView: {
             /**
              * @description `whsec_` + base64 of 24 random bytes. The key is the base64-decoded part after
@@ -2045,13 +2562,37 @@ export interface components {
             secret: string;
         };
     };
-    responses: never;
+    responses: {
+        /** @description `headers_too_large`: the request headers exceed 16 KiB */
+        HeadersTooLarge: {
+            headers: {
+                "X-Request-Id": components["headers"]["X-Request-Id"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+    };
     parameters: {
         /** @description Makes the request safe to retry: the first answer (below 500) to a key is replayed for 24 h with `Idempotent-Replayed: true`. Scoped to the user (session tokens) or the API key, and to the path; the same key with a different body is 422 `idempotency_key_reused`, while the first is still running 409 `idempotency_key_in_use`. */
         IdempotencyKey: string;
     };
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description `true` when this answer is the stored first answer to the request's `Idempotency-Key`, replayed; absent on a fresh answer. */
+        "Idempotent-Replayed": "true";
+        /**
+         * @description Seconds to wait before trying again. Sent with every 429, and with a 409 `idempotency_key_in_use`.
+         * @example 30
+         */
+        "Retry-After": number;
+        /**
+         * @description The request's id, also in problem documents: the client's own `X-Request-Id` when it is 1–128 of `A-Z a-z 0-9 - _ . :`, else a fresh UUIDv7. Quote it when reporting a problem.
+         * @example 0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f
+         */
+        "X-Request-Id": string;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -2076,6 +2617,7 @@ export interface operations {
             /** @description The object, with its stored content type */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2085,6 +2627,7 @@ export interface operations {
             /** @description The signature is missing, invalid or expired */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2094,6 +2637,7 @@ export interface operations {
             /** @description No such object, or the store is not local */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2103,12 +2647,14 @@ export interface operations {
             /** @description `expires` is not an integer */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     healthz: {
@@ -2123,12 +2669,14 @@ export interface operations {
             /** @description The process is up */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     metrics: {
@@ -2143,12 +2691,14 @@ export interface operations {
             /** @description Prometheus text format */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "text/plain; version=0.0.4": string;
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     readyz: {
@@ -2163,15 +2713,18 @@ export interface operations {
             /** @description Ready to serve */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
             /** @description A component is down; `detail` names it */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2196,6 +2749,7 @@ export interface operations {
             /** @description Signed in; browsers also get the refresh cookie */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2205,6 +2759,7 @@ export interface operations {
             /** @description `invalid_credentials` */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2214,6 +2769,7 @@ export interface operations {
             /** @description `validation_failed` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2223,12 +2779,15 @@ export interface operations {
             /** @description `rate_limited`: too many attempts; see `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     logout: {
@@ -2248,6 +2807,7 @@ export interface operations {
             /** @description Signed out */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2255,6 +2815,7 @@ export interface operations {
             /** @description Nothing identifies a session */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2264,12 +2825,14 @@ export interface operations {
             /** @description Cookie sent from a foreign or missing Origin */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     oauthAuthorize: {
@@ -2296,6 +2859,7 @@ export interface operations {
                 headers: {
                     /** @description The provider's authorization URL */
                     Location?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2303,6 +2867,7 @@ export interface operations {
             /** @description `provider_not_configured`, or `not_found` for an unknown provider */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2312,6 +2877,7 @@ export interface operations {
             /** @description `validation_failed`: `redirect_to` is missing or not on the web app's origin */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2321,12 +2887,15 @@ export interface operations {
             /** @description `rate_limited`; see `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     oauthCallback: {
@@ -2355,6 +2924,7 @@ export interface operations {
                     Location?: string;
                     /** @description On success, the `gi2_refresh` HttpOnly cookie */
                     "Set-Cookie"?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2362,6 +2932,7 @@ export interface operations {
             /** @description `invalid_oauth_state`: unknown, used or expired `state` */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2371,6 +2942,7 @@ export interface operations {
             /** @description `provider_not_configured`, or `not_found` for an unknown provider */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2380,6 +2952,7 @@ export interface operations {
             /** @description `validation_failed`: `state`, or both `code` and `error`, missing */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2389,12 +2962,15 @@ export interface operations {
             /** @description `rate_limited`; see `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     forgotPassword: {
@@ -2413,6 +2989,7 @@ export interface operations {
             /** @description If the email has an account, a reset link is on its way */
             202: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2420,6 +2997,7 @@ export interface operations {
             /** @description `validation_failed` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2429,12 +3007,15 @@ export interface operations {
             /** @description `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     resetPassword: {
@@ -2453,6 +3034,7 @@ export interface operations {
             /** @description Password changed; every session was signed out */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2460,6 +3042,7 @@ export interface operations {
             /** @description `invalid_token` */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2469,6 +3052,7 @@ export interface operations {
             /** @description `validation_failed`: the password breaks a rule */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2478,12 +3062,15 @@ export interface operations {
             /** @description `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     refresh: {
@@ -2503,6 +3090,7 @@ export interface operations {
             /** @description New tokens; the cookie or `refresh_token` is replaced */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2512,6 +3100,7 @@ export interface operations {
             /** @description `invalid_refresh_token` or `refresh_token_reused` */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2521,6 +3110,7 @@ export interface operations {
             /** @description Cookie sent from a foreign or missing Origin */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2530,12 +3120,15 @@ export interface operations {
             /** @description `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     register: {
@@ -2554,6 +3147,7 @@ export interface operations {
             /** @description Account created and signed in; browsers also get the refresh cookie */
             201: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2563,6 +3157,7 @@ export interface operations {
             /** @description `email_taken`: an account with this email exists */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2572,6 +3167,7 @@ export interface operations {
             /** @description `validation_failed`: `errors` names each invalid field */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2581,12 +3177,15 @@ export interface operations {
             /** @description `rate_limited`; see `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     verifyEmail: {
@@ -2605,6 +3204,7 @@ export interface operations {
             /** @description Email verified */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2612,6 +3212,7 @@ export interface operations {
             /** @description `invalid_token`: unknown, used or expired */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2621,12 +3222,14 @@ export interface operations {
             /** @description `validation_failed` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     resendVerification: {
@@ -2641,6 +3244,7 @@ export interface operations {
             /** @description A new link is on its way, unless the email is already verified */
             202: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2648,6 +3252,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2657,6 +3262,7 @@ export interface operations {
             /** @description API keys cannot do this */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2666,12 +3272,15 @@ export interface operations {
             /** @description `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getCatalog: {
@@ -2686,12 +3295,14 @@ export interface operations {
             /** @description The catalog */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Catalog"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     createCheckout: {
@@ -2713,6 +3324,8 @@ export interface operations {
             /** @description Send the user to `checkout_url` */
             200: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2722,6 +3335,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2731,6 +3346,8 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2740,6 +3357,8 @@ export interface operations {
             /** @description API keys cannot buy */
             403: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2749,6 +3368,9 @@ export interface operations {
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2758,15 +3380,19 @@ export interface operations {
             /** @description `validation_failed`: unknown item, or return URLs off the allowed origins; `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
             /** @description `provider_error`: the provider refused or failed */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2776,6 +3402,7 @@ export interface operations {
             /** @description `billing_not_configured` */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2803,6 +3430,8 @@ export interface operations {
             /** @description Send the user to `url` */
             200: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2812,6 +3441,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2821,6 +3452,8 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2830,6 +3463,8 @@ export interface operations {
             /** @description API keys cannot manage billing */
             403: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2839,6 +3474,8 @@ export interface operations {
             /** @description `no_customer`: nothing bought with this provider yet */
             404: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2848,6 +3485,9 @@ export interface operations {
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2857,15 +3497,19 @@ export interface operations {
             /** @description `validation_failed`; `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
             /** @description `provider_error` */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2875,6 +3519,7 @@ export interface operations {
             /** @description `billing_not_configured` */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2895,6 +3540,7 @@ export interface operations {
             /** @description The subscription, or null */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2904,12 +3550,14 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listTransactions: {
@@ -2932,15 +3580,17 @@ export interface operations {
             /** @description A page of transactions */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_TransactionView"];
+                    "application/json": components["schemas"]["TransactionPage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2950,12 +3600,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getCredits: {
@@ -2970,6 +3622,7 @@ export interface operations {
             /** @description Balances and grants */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2979,12 +3632,14 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listLedger: {
@@ -3007,15 +3662,17 @@ export interface operations {
             /** @description A page of ledger entries */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_LedgerEntryView"];
+                    "application/json": components["schemas"]["LedgerEntryPage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3025,22 +3682,21 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listGenerations: {
         parameters: {
             query?: {
-                /**
-                 * @description Only generations in this status.
-                 * @example succeeded
-                 */
-                status?: string;
+                /** @description Only generations in this status. A string here, so a bad value is a 422 naming `status`. */
+                status?: components["schemas"]["GenerationStatus"];
                 limit?: number;
                 cursor?: string;
             };
@@ -3053,15 +3709,17 @@ export interface operations {
             /** @description A page of generations */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_GenerationView"];
+                    "application/json": components["schemas"]["GenerationPage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3071,12 +3729,14 @@ export interface operations {
             /** @description `validation_failed`: bad `status`, `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     createGeneration: {
@@ -3095,9 +3755,13 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Queued */
+            /** @description Queued; follow it at the `Location` (or its `/events`) */
             202: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    /** @description The generation */
+                    Location?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3107,6 +3771,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3116,6 +3782,8 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3125,6 +3793,8 @@ export interface operations {
             /** @description `insufficient_credits`, or `daily_credit_limit_exceeded` for an API key; nothing changed */
             402: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3134,6 +3804,9 @@ export interface operations {
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3143,12 +3816,15 @@ export interface operations {
             /** @description `validation_failed`: each invalid field named; `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getGeneration: {
@@ -3166,6 +3842,7 @@ export interface operations {
             /** @description The generation */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3175,6 +3852,7 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3184,12 +3862,14 @@ export interface operations {
             /** @description No such generation of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     deleteGeneration: {
@@ -3207,6 +3887,7 @@ export interface operations {
             /** @description Deleted */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -3214,6 +3895,7 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3223,12 +3905,14 @@ export interface operations {
             /** @description No such generation of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     cancelGeneration: {
@@ -3249,6 +3933,8 @@ export interface operations {
             /** @description Canceled (or already finished: its state is returned) */
             200: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3258,6 +3944,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3267,6 +3955,8 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3276,6 +3966,8 @@ export interface operations {
             /** @description No such generation of yours */
             404: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3285,6 +3977,9 @@ export interface operations {
             /** @description `already_finished`: it succeeded or failed before the cancel; `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3294,12 +3989,15 @@ export interface operations {
             /** @description `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     streamGenerationEvents: {
@@ -3314,18 +4012,20 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `text/event-stream`: events `status` (`{"status": …}`), `partial_image` (`{"index": …, "url": …}`), then `completed` (the generation), `failed` or `canceled` */
+            /** @description The event stream; each event is `event: <event>` and `data: <data as JSON>` */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": components["schemas"]["GenerationEvent"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3335,12 +4035,14 @@ export interface operations {
             /** @description No such generation of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getImageContent: {
@@ -3360,6 +4062,7 @@ export interface operations {
                 headers: {
                     /** @description The signed URL */
                     Location?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -3367,6 +4070,7 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3376,12 +4080,14 @@ export interface operations {
             /** @description No such image of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getPrivacyPolicy: {
@@ -3396,12 +4102,14 @@ export interface operations {
             /** @description The policy in force */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["PrivacyPolicy"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getMe: {
@@ -3416,6 +4124,7 @@ export interface operations {
             /** @description The profile */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3425,12 +4134,14 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     deleteMe: {
@@ -3449,6 +4160,7 @@ export interface operations {
             /** @description Disabled; the erasure is scheduled */
             202: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3458,6 +4170,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3467,6 +4180,7 @@ export interface operations {
             /** @description API keys cannot delete the account; or `reauthentication_required`: an account without a password must have signed in within the last 10 minutes */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3476,6 +4190,7 @@ export interface operations {
             /** @description `validation_failed`: the password is missing or wrong */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3485,12 +4200,15 @@ export interface operations {
             /** @description Too many wrong passwords */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     updateMe: {
@@ -3509,6 +4227,7 @@ export interface operations {
             /** @description The updated profile */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3518,6 +4237,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3527,6 +4247,7 @@ export interface operations {
             /** @description API keys cannot change the profile */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3536,12 +4257,14 @@ export interface operations {
             /** @description `validation_failed` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listActivity: {
@@ -3564,15 +4287,17 @@ export interface operations {
             /** @description A page of events, newest first */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_ActivityView"];
+                    "application/json": components["schemas"]["ActivityPage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3582,12 +4307,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listApiKeys: {
@@ -3610,15 +4337,17 @@ export interface operations {
             /** @description A page of keys, without their secrets */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_ApiKeyView"];
+                    "application/json": components["schemas"]["ApiKeyPage"];
                 };
             };
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3628,6 +4357,7 @@ export interface operations {
             /** @description API keys cannot list keys */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3637,12 +4367,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     createApiKey: {
@@ -3661,6 +4393,7 @@ export interface operations {
             /** @description Created; `key` is shown only now */
             201: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3670,6 +4403,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3679,6 +4413,7 @@ export interface operations {
             /** @description API keys cannot create keys */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3688,6 +4423,7 @@ export interface operations {
             /** @description `too_many_api_keys`: 20 active keys already; revoke one first */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3697,12 +4433,14 @@ export interface operations {
             /** @description `validation_failed` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     revokeApiKey: {
@@ -3720,6 +4458,7 @@ export interface operations {
             /** @description Revoked */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -3727,6 +4466,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3736,6 +4476,7 @@ export interface operations {
             /** @description API keys cannot revoke keys */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3745,6 +4486,7 @@ export interface operations {
             /** @description No such unrevoked key of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3754,12 +4496,14 @@ export interface operations {
             /** @description `validation_failed`: the id is not a UUID */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getConsents: {
@@ -3774,6 +4518,7 @@ export interface operations {
             /** @description Consents */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3783,6 +4528,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3792,12 +4538,14 @@ export interface operations {
             /** @description API keys cannot read consents */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     updateConsents: {
@@ -3816,6 +4564,7 @@ export interface operations {
             /** @description Recorded */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3825,6 +4574,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3834,6 +4584,7 @@ export interface operations {
             /** @description API keys cannot change consents */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3843,12 +4594,14 @@ export interface operations {
             /** @description `validation_failed` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listExports: {
@@ -3871,15 +4624,17 @@ export interface operations {
             /** @description A page of exports */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_ExportView"];
+                    "application/json": components["schemas"]["ExportPage"];
                 };
             };
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3889,6 +4644,7 @@ export interface operations {
             /** @description API keys cannot list exports */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3898,12 +4654,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     createExport: {
@@ -3921,8 +4679,10 @@ export interface operations {
             /** @description Queued; follow it at the `Location` */
             202: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     /** @description The export */
                     Location?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3932,6 +4692,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3941,6 +4703,8 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3950,6 +4714,8 @@ export interface operations {
             /** @description API keys cannot export the account */
             403: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3959,6 +4725,9 @@ export interface operations {
             /** @description `export_in_progress`: one export at a time; `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3968,12 +4737,15 @@ export interface operations {
             /** @description `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getExport: {
@@ -3991,6 +4763,7 @@ export interface operations {
             /** @description The export */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4000,6 +4773,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4009,6 +4783,7 @@ export interface operations {
             /** @description API keys cannot read exports */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4018,12 +4793,14 @@ export interface operations {
             /** @description No such export of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listIdentities: {
@@ -4038,21 +4815,24 @@ export interface operations {
             /** @description The linked logins, oldest first; `next_cursor` is always null */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_IdentityView"];
+                    "application/json": components["schemas"]["IdentityPage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     unlinkIdentity: {
@@ -4070,6 +4850,7 @@ export interface operations {
             /** @description Unlinked */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4077,6 +4858,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4086,6 +4868,7 @@ export interface operations {
             /** @description API keys cannot unlink logins */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4095,6 +4878,7 @@ export interface operations {
             /** @description No such login is linked */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4104,12 +4888,14 @@ export interface operations {
             /** @description `last_sign_in_method`: it is the only way to sign in */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     changePassword: {
@@ -4131,6 +4917,8 @@ export interface operations {
             /** @description Changed */
             204: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4138,6 +4926,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4147,6 +4937,8 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4156,6 +4948,8 @@ export interface operations {
             /** @description API keys cannot change passwords */
             403: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4165,6 +4959,9 @@ export interface operations {
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4174,12 +4971,15 @@ export interface operations {
             /** @description `validation_failed`: wrong current password, or the new one breaks a rule; `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listSessions: {
@@ -4202,15 +5002,17 @@ export interface operations {
             /** @description A page of sessions */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_SessionView"];
+                    "application/json": components["schemas"]["SessionPage"];
                 };
             };
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4220,6 +5022,7 @@ export interface operations {
             /** @description API keys cannot list sessions */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4229,12 +5032,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     revokeSession: {
@@ -4252,6 +5057,7 @@ export interface operations {
             /** @description Signed out */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4259,6 +5065,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4268,6 +5075,7 @@ export interface operations {
             /** @description API keys cannot revoke sessions */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4277,12 +5085,14 @@ export interface operations {
             /** @description No such active session of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getWebhookSecret: {
@@ -4297,6 +5107,7 @@ export interface operations {
             /** @description The signing secret */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4306,12 +5117,14 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getPricing: {
@@ -4326,12 +5139,14 @@ export interface operations {
             /** @description The price table */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["PricingView"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listReferenceImages: {
@@ -4354,15 +5169,17 @@ export interface operations {
             /** @description A page of reference images */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_ReferenceImageView"];
+                    "application/json": components["schemas"]["ReferenceImagePage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4372,12 +5189,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     uploadReferenceImage: {
@@ -4399,8 +5218,10 @@ export interface operations {
             /** @description Stored */
             201: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     /** @description The new reference image */
                     Location?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4410,6 +5231,8 @@ export interface operations {
             /** @description `malformed_multipart`: the body is not valid multipart; `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4419,6 +5242,8 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4428,6 +5253,9 @@ export interface operations {
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4437,6 +5265,8 @@ export interface operations {
             /** @description `payload_too_large`: the file is larger than the upload cap (`GI2_MAX_UPLOAD_BYTES`, 20 MiB by default) */
             413: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4446,6 +5276,8 @@ export interface operations {
             /** @description `unsupported_media_type`: the request is not multipart/form-data, or the file is not PNG, JPEG or WebP */
             415: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4455,12 +5287,15 @@ export interface operations {
             /** @description `validation_failed` on `file`: missing, empty, truncated or corrupt, or more pixels than allowed (`GI2_MAX_IMAGE_PIXELS`, 40 million by default); `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getReferenceImage: {
@@ -4478,6 +5313,7 @@ export interface operations {
             /** @description The reference image */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4487,6 +5323,7 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4496,6 +5333,7 @@ export interface operations {
             /** @description No such reference image of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4505,12 +5343,14 @@ export interface operations {
             /** @description `validation_failed`: the id is not a UUID */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     deleteReferenceImage: {
@@ -4528,6 +5368,7 @@ export interface operations {
             /** @description Deleted */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4535,6 +5376,7 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4544,6 +5386,7 @@ export interface operations {
             /** @description No such reference image of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4553,12 +5396,14 @@ export interface operations {
             /** @description `validation_failed`: the id is not a UUID */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listSupportRequests: {
@@ -4581,15 +5426,17 @@ export interface operations {
             /** @description A page of your requests */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_SupportRequestView"];
+                    "application/json": components["schemas"]["SupportRequestPage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4599,12 +5446,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     createSupportRequest: {
@@ -4626,6 +5475,8 @@ export interface operations {
             /** @description Stored and on its way to support */
             201: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4635,6 +5486,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4644,6 +5497,8 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4653,6 +5508,9 @@ export interface operations {
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4662,6 +5520,8 @@ export interface operations {
             /** @description `validation_failed`: `errors` names `subject` or `message`; `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4671,12 +5531,16 @@ export interface operations {
             /** @description `rate_limited`: 10 requests an hour; see `Retry-After` */
             429: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     receiveCreemEvent: {
@@ -4699,6 +5563,7 @@ export interface operations {
             /** @description Applied now, applied earlier (a replay), or ignored */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4708,15 +5573,18 @@ export interface operations {
             /** @description `invalid_signature`: missing or wrong signature; `invalid_payload`: a signed event lacking what this API needs */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
             /** @description `billing_not_configured`, or `database_unavailable` (Creem retries) */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4745,6 +5613,7 @@ export interface operations {
             /** @description Applied now, applied earlier (a replay), or ignored */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4754,15 +5623,18 @@ export interface operations {
             /** @description `invalid_signature`: missing, stale or wrong signature; `invalid_payload`: not a Stripe event */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
             /** @description `billing_not_configured`, or `database_unavailable` (Stripe retries) */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
