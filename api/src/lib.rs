@@ -22,3 +22,4 @@ pub mod routes;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod wire;

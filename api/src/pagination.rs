@@ -3,7 +3,15 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use std::borrow::Cow;
+
+use utoipa::{
+    IntoParams, PartialSchema, ToSchema,
+    openapi::{
+        RefOr, Schema,
+        schema::{ArrayBuilder, ObjectBuilder, Ref, SchemaType, Type},
+    },
+};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -53,12 +61,61 @@ pub fn cursor_after(id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(id.as_bytes())
 }
 
-/// A page of results, newest first.
-#[derive(Debug, Serialize, ToSchema)]
+/// A page of results. Each list route names its page (`pub type GenerationPage =
+/// Page<GenerationView>`), so the spec has one component per page (see [`PartialSchema`] below).
+#[derive(Debug, Serialize)]
 pub struct Page<T: ToSchema> {
     pub data: Vec<T>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
+}
+
+// Written by hand: the derive inlines a generic item schema in every page. Here a page of
+// `GenerationView` is the component `GenerationPage`, its items a `$ref` to `GenerationView`,
+// and its example is built from the item's.
+impl<T: ToSchema> PartialSchema for Page<T> {
+    fn schema() -> RefOr<Schema> {
+        let item = T::name();
+        let example = match T::schema() {
+            RefOr::T(Schema::Object(object)) => object.example,
+            _ => None,
+        }
+        .map(|item| serde_json::json!({ "data": [item], "next_cursor": null }));
+        let mut page = ObjectBuilder::new()
+            .description(Some(format!(
+                "A page of `{item}`; `next_cursor` continues it."
+            )))
+            .property(
+                "data",
+                ArrayBuilder::new().items(Ref::from_schema_name(item.clone())),
+            )
+            .required("data")
+            .property(
+                "next_cursor",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                    .description(Some(
+                        "Pass as `cursor` for the next page; null on the last page.",
+                    )),
+            )
+            .required("next_cursor")
+            .build();
+        // The same `example` keyword the derive writes (the builder's setter is deprecated).
+        page.example = example;
+        Schema::Object(page).into()
+    }
+}
+
+impl<T: ToSchema> ToSchema for Page<T> {
+    fn name() -> Cow<'static, str> {
+        let item = T::name();
+        format!("{}Page", item.strip_suffix("View").unwrap_or(&item)).into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((T::name().into_owned(), T::schema()));
+        T::schemas(schemas);
+    }
 }
 
 impl<T: ToSchema> Page<T> {

@@ -463,9 +463,9 @@ export interface paths {
         };
         /**
          * Follow a generation as Server-Sent Events: a `status` event on every change,
-         *     `partial_image` (`{index, url}`) for each partial image a streaming model sends, then
-         *     `completed` (the full generation, with image links), `failed` or `canceled`, and the
-         *     stream ends. A comment line every 15 s keeps proxies from closing an idle stream.
+         *     `partial_image` for each partial image a streaming model sends, then `completed` (the full
+         *     generation, with image links), `failed`, `canceled` or `deleted`, and the stream ends. A
+         *     comment line every 15 s keeps proxies from closing an idle stream.
          */
         get: operations["streamGenerationEvents"];
         put?: never;
@@ -892,7 +892,48 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** @description One security event. */
+        /**
+         * @description Kinds of security event, as stored and shown.
+         * @example signed_in
+         * @enum {string}
+         */
+        ActivityKind: "signed_up" | "signed_in" | "sign_in_failed" | "signed_out" | "email_verified" | "password_changed" | "password_reset" | "password_reset_requested" | "session_revoked" | "refresh_token_reused" | "profile_updated" | "consent_changed" | "api_key_created" | "api_key_revoked" | "identity_linked" | "identity_unlinked" | "account_deletion_requested";
+        /**
+         * @description A page of `ActivityView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "details": {
+         *             "session_id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c"
+         *           },
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "ip": "203.0.113.7",
+         *           "kind": "session_revoked",
+         *           "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        ActivityPage: {
+            data: components["schemas"]["ActivityView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description One security event.
+         * @example {
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "details": {
+         *         "session_id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c"
+         *       },
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "ip": "203.0.113.7",
+         *       "kind": "session_revoked",
+         *       "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15"
+         *     }
+         */
         ActivityView: {
             /** Format: date-time */
             created_at: string;
@@ -900,14 +941,45 @@ export interface components {
             /** Format: uuid */
             id: string;
             ip?: string | null;
-            /**
-             * @description e.g. `signed_in`, `sign_in_failed`, `password_changed`, `api_key_created`, `session_revoked`.
-             * @example signed_in
-             */
-            kind: string;
+            kind: components["schemas"]["ActivityKind"];
             user_agent?: string | null;
         };
-        /** @description A key as listed: never the secret. */
+        /**
+         * @description A page of `ApiKeyView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "daily_credit_limit": 500,
+         *           "expired": false,
+         *           "expires_at": "2027-06-01T00:00:00Z",
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "last_used_at": "2026-11-29T12:30:00Z",
+         *           "name": "CI pipeline",
+         *           "prefix": "gi2_Xy3kP9aQ"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        ApiKeyPage: {
+            data: components["schemas"]["ApiKeyView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description A key as listed: never the secret.
+         * @example {
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "daily_credit_limit": 500,
+         *       "expired": false,
+         *       "expires_at": "2027-06-01T00:00:00Z",
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "last_used_at": "2026-11-29T12:30:00Z",
+         *       "name": "CI pipeline",
+         *       "prefix": "gi2_Xy3kP9aQ"
+         *     }
+         */
         ApiKeyView: {
             /** Format: date-time */
             created_at: string;
@@ -935,7 +1007,35 @@ export interface components {
              */
             prefix: string;
         };
-        /** @description Tokens handed out at sign-in and refresh. */
+        /**
+         * @description How a session was signed in.
+         * @example password
+         * @enum {string}
+         */
+        AuthMethod: "password" | "google" | "github";
+        /**
+         * @description Tokens handed out at sign-in and refresh.
+         * @example {
+         *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkzYTFkMiJ9.c2lnbmF0dXJl",
+         *       "expires_in": 900,
+         *       "refresh_token": "Q2hhbmdlIG1lOiBhIG1vYmlsZSByZWZyZXNoIHRva2Vu",
+         *       "token_type": "Bearer",
+         *       "user": {
+         *         "avatar_url": null,
+         *         "created_at": "2026-11-29T10:00:00Z",
+         *         "credits": {
+         *           "available": 0,
+         *           "balance": 0
+         *         },
+         *         "email": "ada@example.com",
+         *         "email_verified": false,
+         *         "has_password": true,
+         *         "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *         "name": "Ada Lovelace",
+         *         "plan": null
+         *       }
+         *     }
+         */
         AuthResponse: {
             /** @description Send as `Authorization: Bearer <access_token>`. */
             access_token: string;
@@ -947,21 +1047,67 @@ export interface components {
             expires_in: number;
             /** @description Mobile clients only; browsers get it as the `gi2_refresh` HttpOnly cookie instead. */
             refresh_token?: string | null;
-            /** @example Bearer */
-            token_type: string;
+            token_type: components["schemas"]["TokenType"];
             user: components["schemas"]["UserView"];
         };
-        /** @description Plans and packs on sale. */
+        /**
+         * @description Background of the images; `transparent` needs `png` or `webp` output.
+         * @example auto
+         * @enum {string}
+         */
+        Background: "transparent" | "opaque" | "auto";
+        /**
+         * @description Plans and packs on sale.
+         * @example {
+         *       "packs": [
+         *         {
+         *           "credits": 100,
+         *           "currency": "usd",
+         *           "id": "pack_100",
+         *           "name": "100 credits",
+         *           "price_cents": 500,
+         *           "stripe_price_id": "price_1Pack100"
+         *         }
+         *       ],
+         *       "plans": [
+         *         {
+         *           "creem_product_id": "prod_starter",
+         *           "currency": "usd",
+         *           "id": "starter",
+         *           "monthly_credits": 500,
+         *           "name": "Starter",
+         *           "price_cents": 900,
+         *           "stripe_price_id": "price_1Starter"
+         *         }
+         *       ]
+         *     }
+         */
         Catalog: {
             packs: components["schemas"]["Pack"][];
             plans: components["schemas"]["Plan"][];
         };
+        /**
+         * @description A new password, and the current one when the account has one.
+         * @example {
+         *       "current_password": "correct horse battery staple",
+         *       "password": "a brand new horse battery"
+         *     }
+         */
         ChangePasswordRequest: {
             /** @description Required when the account has a password; Google/GitHub-only accounts set their first one without it. */
             current_password?: string | null;
             /** @example a brand new horse battery */
             password: string;
         };
+        /**
+         * @description What to buy, with which provider, and where to come back to.
+         * @example {
+         *       "cancel_url": "http://localhost:5173/billing",
+         *       "item_id": "pack_100",
+         *       "provider": "stripe",
+         *       "success_url": "http://localhost:5173/billing/success"
+         *     }
+         */
         CheckoutBody: {
             /** @example http://localhost:5173/billing */
             cancel_url: string;
@@ -977,12 +1123,18 @@ export interface components {
              */
             success_url: string;
         };
+        /**
+         * @example {
+         *       "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1B2c3D4"
+         *     }
+         */
         CheckoutResponse: {
             /** @description The provider's hosted checkout page. */
             checkout_url: string;
         };
         /**
          * @description How the client keeps its refresh token.
+         * @example web
          * @enum {string}
          */
         ClientKind: "web" | "mobile";
@@ -996,7 +1148,31 @@ export interface components {
             /** @description The privacy-policy version the choice was made under. */
             policy_version: string;
         };
-        /** @description The current consent choice and its dated history. */
+        /**
+         * @description The current consent choice and its dated history.
+         * @example {
+         *       "analytics": true,
+         *       "history": [
+         *         {
+         *           "analytics": true,
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "ip": "203.0.113.7",
+         *           "marketing": false,
+         *           "policy_version": "2026-11-01"
+         *         },
+         *         {
+         *           "analytics": false,
+         *           "created_at": "2026-11-28T09:00:00Z",
+         *           "ip": "203.0.113.7",
+         *           "marketing": false,
+         *           "policy_version": "2026-11-01"
+         *         }
+         *       ],
+         *       "marketing": false,
+         *       "policy_version": "2026-11-01",
+         *       "updated_at": "2026-11-29T10:00:00Z"
+         *     }
+         */
         ConsentsView: {
             /** @description Product analytics (off unless granted). */
             analytics: boolean;
@@ -1008,6 +1184,14 @@ export interface components {
             /** Format: date-time */
             updated_at?: string | null;
         };
+        /**
+         * @description A new key's label, and the limits it is held to.
+         * @example {
+         *       "daily_credit_limit": 500,
+         *       "expires_at": "2027-06-01T00:00:00Z",
+         *       "name": "CI pipeline"
+         *     }
+         */
         CreateApiKeyRequest: {
             /**
              * Format: int64
@@ -1028,6 +1212,13 @@ export interface components {
              */
             name: string;
         };
+        /**
+         * @description A message to support.
+         * @example {
+         *       "message": "Generation 0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f failed with provider_error at 10:02 UTC.",
+         *       "subject": "A generation failed but used credits"
+         *     }
+         */
         CreateSupportRequest: {
             /**
              * @description Newlines and tabs are kept; other control characters are refused.
@@ -1040,7 +1231,19 @@ export interface components {
              */
             subject: string;
         };
-        /** @description A new key, with its secret: the only time it is shown. */
+        /**
+         * @description A new key, with its secret: the only time it is shown.
+         * @example {
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "daily_credit_limit": 500,
+         *       "expires_at": "2027-06-01T00:00:00Z",
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "key": "gi2_Xy3kP9aQ7hVbN2mLwE5tR8uJcZ1oD4fG6sK0yHiAx",
+         *       "last_used_at": null,
+         *       "name": "CI pipeline",
+         *       "prefix": "gi2_Xy3kP9aQ"
+         *     }
+         */
         CreatedApiKey: {
             /** Format: date-time */
             created_at: string;
@@ -1083,6 +1286,23 @@ export interface components {
              */
             balance: number;
         };
+        /**
+         * @example {
+         *       "available": 320,
+         *       "balance": 340,
+         *       "grants": [
+         *         {
+         *           "amount": 500,
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "expires_at": "2026-12-31T00:00:00Z",
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "remaining": 320,
+         *           "source": "subscription"
+         *         }
+         *       ],
+         *       "held": 20
+         *     }
+         */
         CreditsView: {
             /**
              * Format: int64
@@ -1105,6 +1325,12 @@ export interface components {
              */
             held: number;
         };
+        /**
+         * @description Proof that the account holder asks.
+         * @example {
+         *       "password": "correct horse battery staple"
+         *     }
+         */
         DeleteAccountRequest: {
             /**
              * @description The account's password; accounts without one (Google/GitHub only) leave it out and
@@ -1112,14 +1338,63 @@ export interface components {
              */
             password?: string | null;
         };
+        /**
+         * @example {
+         *       "status": "scheduled"
+         *     }
+         */
         DeletionScheduled: {
-            /**
-             * @description Always `scheduled`: the account is disabled and its erasure is under way.
-             * @example scheduled
-             */
-            status: string;
+            status: components["schemas"]["DeletionStatus"];
         };
-        /** @description A personal-data export. */
+        /**
+         * @description `scheduled`: the account is disabled and its erasure is under way.
+         * @enum {string}
+         */
+        DeletionStatus: "scheduled";
+        /**
+         * @description A page of `ExportView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "bytes": 5242880,
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "download_url": "https://files.gptimage2.dev/users/0193a1d2/exports/0193a1d2.zip?expires=1765000000&signature=4be1",
+         *           "error": null,
+         *           "expires_at": "2026-12-06T10:00:00Z",
+         *           "finished_at": "2026-11-29T10:00:30Z",
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "progress": 100,
+         *           "status": "succeeded"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        ExportPage: {
+            data: components["schemas"]["ExportView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description Where an export is; `succeeded` and `failed` are final.
+         * @example running
+         * @enum {string}
+         */
+        ExportStatus: "queued" | "running" | "succeeded" | "failed";
+        /**
+         * @description A personal-data export.
+         * @example {
+         *       "bytes": 5242880,
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "download_url": "https://files.gptimage2.dev/users/0193a1d2/exports/0193a1d2.zip?expires=1765000000&signature=4be1",
+         *       "error": null,
+         *       "expires_at": "2026-12-06T10:00:00Z",
+         *       "finished_at": "2026-11-29T10:00:30Z",
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "progress": 100,
+         *       "status": "succeeded"
+         *     }
+         */
         ExportView: {
             /**
              * Format: int64
@@ -1147,17 +1422,19 @@ export interface components {
              * @example 40
              */
             progress: number;
-            /**
-             * @description `queued`, `running`, `succeeded` or `failed`.
-             * @example running
-             */
-            status: string;
+            status: components["schemas"]["ExportStatus"];
         };
         FieldError: {
             /** @description The field's name, or a JSON path to it. */
             field: string;
             message: string;
         };
+        /**
+         * @description The account to send a reset link to.
+         * @example {
+         *       "email": "ada@example.com"
+         *     }
+         */
         ForgotPasswordRequest: {
             /**
              * Format: email
@@ -1165,30 +1442,140 @@ export interface components {
              */
             email: string;
         };
+        /**
+         * @description The data of a `deleted` event.
+         * @example {
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f"
+         *     }
+         */
+        GenerationDeletedData: {
+            /** Format: uuid */
+            id: string;
+        };
         GenerationError: {
             /** @description e.g. `content_policy_violation`, `deadline_exceeded`, `provider_unavailable`. */
             code: string;
             message: string;
         };
-        /** @description What to generate. Mirrors the upstream gpt-image-2 Images API. */
+        /**
+         * @description One event of the stream: `event` is the SSE `event:` name, `data` the JSON of its `data:`
+         *     line. A stream is `status` events, `partial_image` events while a streaming model draws,
+         *     then one of `completed`, `failed`, `canceled` or `deleted`, and it ends.
+         * @example {
+         *       "data": {
+         *         "status": "running"
+         *       },
+         *       "event": "status"
+         *     }
+         */
+        GenerationEvent: {
+            /** @description The status changed (also sent just before the final event). */
+            data: components["schemas"]["GenerationStatusData"];
+            /** @enum {string} */
+            event: "status";
+        } | {
+            /** @description A partial image a streaming model sent. */
+            data: components["schemas"]["PartialImage"];
+            /** @enum {string} */
+            event: "partial_image";
+        } | {
+            /** @description It succeeded: the generation, with links to its images. */
+            data: components["schemas"]["GenerationView"];
+            /** @enum {string} */
+            event: "completed";
+        } | {
+            /** @description It failed: the generation, with its `error`. */
+            data: components["schemas"]["GenerationView"];
+            /** @enum {string} */
+            event: "failed";
+        } | {
+            /** @description It was canceled: the generation. */
+            data: components["schemas"]["GenerationView"];
+            /** @enum {string} */
+            event: "canceled";
+        } | {
+            /** @description It was deleted while followed. */
+            data: components["schemas"]["GenerationDeletedData"];
+            /** @enum {string} */
+            event: "deleted";
+        };
+        /**
+         * @description A page of `GenerationView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "cost_credits": 4,
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "error": null,
+         *           "finished_at": "2026-11-29T10:00:09Z",
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "images": [
+         *             {
+         *               "bytes": 1048576,
+         *               "format": "png",
+         *               "height": 1024,
+         *               "id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c",
+         *               "url": "https://files.gptimage2.dev/users/0193a1d2/generations/0193a1d2/0.png?expires=1764400000&signature=9f2c",
+         *               "url_expires_at": "2026-11-29T10:15:00Z",
+         *               "width": 1024
+         *             }
+         *           ],
+         *           "params": {
+         *             "background": "auto",
+         *             "moderation": "auto",
+         *             "n": 1,
+         *             "output_format": "png",
+         *             "prompt": "A watercolor fox reading a map at dawn",
+         *             "quality": "medium",
+         *             "reference_image_ids": [],
+         *             "size": "1024x1024"
+         *           },
+         *           "prompt": "A watercolor fox reading a map at dawn",
+         *           "provider": "builtin",
+         *           "started_at": "2026-11-29T10:00:01Z",
+         *           "status": "succeeded",
+         *           "webhook_deliveries": []
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        GenerationPage: {
+            data: components["schemas"]["GenerationView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description What rendered a generation: the built-in renderer, or OpenAI's gpt-image-2.
+         * @example builtin
+         * @enum {string}
+         */
+        GenerationProvider: "builtin" | "openai";
+        /**
+         * @description What to generate. Mirrors the upstream gpt-image-2 Images API.
+         * @example {
+         *       "background": "auto",
+         *       "moderation": "auto",
+         *       "n": 1,
+         *       "output_compression": 80,
+         *       "output_format": "webp",
+         *       "prompt": "A watercolor fox reading a map at dawn",
+         *       "quality": "medium",
+         *       "reference_image_ids": [],
+         *       "size": "1024x1024",
+         *       "webhook_url": "https://hooks.example.com/gptimage2"
+         *     }
+         */
         GenerationRequest: {
-            /**
-             * @description `transparent`, `opaque` or `auto`.
-             * @default auto
-             * @example auto
-             */
-            background?: string;
+            /** @default auto */
+            background?: components["schemas"]["Background"];
             /**
              * Format: uuid
              * @description A reference image used as the edit mask (needs at least one reference image).
              */
             mask_image_id?: string | null;
-            /**
-             * @description `auto` or `low`.
-             * @default auto
-             * @example auto
-             */
-            moderation?: string;
+            /** @default auto */
+            moderation?: components["schemas"]["Moderation"];
             /**
              * Format: int32
              * @description Number of images, 1–10.
@@ -1200,23 +1587,15 @@ export interface components {
              * @description 0–100; only with `jpeg` or `webp`.
              */
             output_compression?: number | null;
-            /**
-             * @description `png`, `jpeg` or `webp`.
-             * @default png
-             * @example png
-             */
-            output_format?: string;
+            /** @default png */
+            output_format?: components["schemas"]["OutputFormat"];
             /**
              * @description What to draw; up to 32,000 characters.
              * @example A watercolor fox reading a map at dawn
              */
             prompt: string;
-            /**
-             * @description `low`, `medium`, `high` or `auto`.
-             * @default auto
-             * @example medium
-             */
-            quality?: string;
+            /** @default auto */
+            quality?: components["schemas"]["Quality"];
             /** @description Up to 16 of your reference images; with any, the edits endpoint is used. */
             reference_image_ids?: string[];
             /**
@@ -1231,6 +1610,57 @@ export interface components {
              */
             webhook_url?: string | null;
         };
+        /**
+         * @description Where a generation is; `succeeded`, `failed` and `canceled` are final.
+         * @example succeeded
+         * @enum {string}
+         */
+        GenerationStatus: "queued" | "running" | "succeeded" | "failed" | "canceled";
+        /**
+         * @description The data of a `status` event.
+         * @example {
+         *       "status": "running"
+         *     }
+         */
+        GenerationStatusData: {
+            status: components["schemas"]["GenerationStatus"];
+        };
+        /**
+         * @description A generation: its request, status, price and, once it succeeded, its images.
+         * @example {
+         *       "cost_credits": 4,
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "error": null,
+         *       "finished_at": "2026-11-29T10:00:09Z",
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "images": [
+         *         {
+         *           "bytes": 1048576,
+         *           "format": "png",
+         *           "height": 1024,
+         *           "id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c",
+         *           "url": "https://files.gptimage2.dev/users/0193a1d2/generations/0193a1d2/0.png?expires=1764400000&signature=9f2c",
+         *           "url_expires_at": "2026-11-29T10:15:00Z",
+         *           "width": 1024
+         *         }
+         *       ],
+         *       "params": {
+         *         "background": "auto",
+         *         "moderation": "auto",
+         *         "n": 1,
+         *         "output_format": "png",
+         *         "prompt": "A watercolor fox reading a map at dawn",
+         *         "quality": "medium",
+         *         "reference_image_ids": [],
+         *         "size": "1024x1024"
+         *       },
+         *       "prompt": "A watercolor fox reading a map at dawn",
+         *       "provider": "builtin",
+         *       "started_at": "2026-11-29T10:00:01Z",
+         *       "status": "succeeded",
+         *       "webhook_deliveries": []
+         *     }
+         */
         GenerationView: {
             /**
              * Format: int64
@@ -1248,21 +1678,19 @@ export interface components {
             /** @description The parameters as submitted. */
             params: components["schemas"]["GenerationRequest"];
             prompt: string;
-            /**
-             * @description `builtin` (the built-in renderer) or `openai`.
-             * @example builtin
-             */
-            provider: string;
+            provider: components["schemas"]["GenerationProvider"];
             /** Format: date-time */
             started_at?: string | null;
-            /**
-             * @description `queued`, `running`, `succeeded`, `failed` or `canceled`.
-             * @example queued
-             */
-            status: string;
+            status: components["schemas"]["GenerationStatus"];
             /** @description Deliveries to `webhook_url` (one per terminal status), oldest first. */
             webhook_deliveries: components["schemas"]["WebhookDeliveryView"][];
         };
+        /**
+         * @description Where a grant's credits came from.
+         * @example purchase
+         * @enum {string}
+         */
+        GrantSource: "purchase" | "subscription" | "promotion" | "admin" | "refund_reversal";
         /** @description A grant with credits left, in the order spending draws from them. */
         GrantView: {
             /**
@@ -1282,20 +1710,49 @@ export interface components {
              * @example 320
              */
             remaining: number;
-            /**
-             * @description `purchase`, `subscription`, `promotion`, `admin` or `refund_reversal`.
-             * @example purchase
-             */
-            source: string;
+            source: components["schemas"]["GrantSource"];
         };
+        /**
+         * @example {
+         *       "status": "ok"
+         *     }
+         */
         Health: {
-            /**
-             * @description Always `ok` when the process answers.
-             * @example ok
-             */
-            status: string;
+            status: components["schemas"]["HealthStatus"];
         };
-        /** @description A linked Google or GitHub login. */
+        /**
+         * @description `ok`: the only status a healthy answer has (an unhealthy one is a problem document).
+         * @enum {string}
+         */
+        HealthStatus: "ok";
+        /**
+         * @description A page of `IdentityView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "email": "ada@example.com",
+         *           "last_used_at": "2026-11-29T12:30:00Z",
+         *           "provider": "google"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        IdentityPage: {
+            data: components["schemas"]["IdentityView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description A linked Google or GitHub login.
+         * @example {
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "email": "ada@example.com",
+         *       "last_used_at": "2026-11-29T12:30:00Z",
+         *       "provider": "google"
+         *     }
+         */
         IdentityView: {
             /** Format: date-time */
             created_at: string;
@@ -1308,6 +1765,12 @@ export interface components {
             last_used_at: string;
             provider: components["schemas"]["OAuthProvider"];
         };
+        /**
+         * @description The media type of a stored reference image.
+         * @example image/png
+         * @enum {string}
+         */
+        ImageContentType: "image/png" | "image/jpeg" | "image/webp";
         /** @description One stored image of a generation. */
         ImageView: {
             /**
@@ -1315,11 +1778,7 @@ export interface components {
              * @example 1048576
              */
             bytes: number;
-            /**
-             * @description `png`, `jpeg` or `webp`.
-             * @example png
-             */
-            format: string;
+            format: components["schemas"]["OutputFormat"];
             /**
              * Format: int32
              * @example 1024
@@ -1337,7 +1796,49 @@ export interface components {
              */
             width: number;
         };
-        /** @description One change to the balances. */
+        /**
+         * @description What a ledger entry records. `adjustment` is a manual correction (none is made by the
+         *     service itself).
+         * @example capture
+         * @enum {string}
+         */
+        LedgerEntryKind: "grant" | "hold" | "capture" | "release" | "expiry" | "refund" | "adjustment";
+        /**
+         * @description A page of `LedgerEntryView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "available_delta": -4,
+         *           "created_at": "2026-11-29T10:00:09Z",
+         *           "description": "generation",
+         *           "grant_id": null,
+         *           "held_delta": 4,
+         *           "hold_id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c",
+         *           "id": "0193a1d2-9b51-7d22-83a4-6e7f8a9b0c1d",
+         *           "kind": "hold"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        LedgerEntryPage: {
+            data: components["schemas"]["LedgerEntryView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description One change to the balances.
+         * @example {
+         *       "available_delta": -4,
+         *       "created_at": "2026-11-29T10:00:09Z",
+         *       "description": "generation",
+         *       "grant_id": null,
+         *       "held_delta": 4,
+         *       "hold_id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c",
+         *       "id": "0193a1d2-9b51-7d22-83a4-6e7f8a9b0c1d",
+         *       "kind": "hold"
+         *     }
+         */
         LedgerEntryView: {
             /**
              * Format: int64
@@ -1363,12 +1864,16 @@ export interface components {
             hold_id?: string | null;
             /** Format: uuid */
             id: string;
-            /**
-             * @description `grant`, `hold`, `capture`, `release`, `expiry`, `refund` or `adjustment`.
-             * @example capture
-             */
-            kind: string;
+            kind: components["schemas"]["LedgerEntryKind"];
         };
+        /**
+         * @description Email and password.
+         * @example {
+         *       "client": "mobile",
+         *       "email": "ada@example.com",
+         *       "password": "correct horse battery staple"
+         *     }
+         */
         LoginRequest: {
             /** @description `mobile` returns the refresh token in the body instead of a cookie. */
             client?: components["schemas"]["ClientKind"];
@@ -1381,10 +1886,22 @@ export interface components {
             password: string;
         };
         /**
+         * @description Strictness of the provider's content moderation.
+         * @example auto
+         * @enum {string}
+         */
+        Moderation: "auto" | "low";
+        /**
          * @description A sign-in provider.
          * @enum {string}
          */
         OAuthProvider: "google" | "github";
+        /**
+         * @description Encoding of the generated images.
+         * @example png
+         * @enum {string}
+         */
+        OutputFormat: "png" | "jpeg" | "webp";
         Pack: {
             /**
              * Format: int64
@@ -1406,299 +1923,21 @@ export interface components {
             price_cents: number;
             stripe_price_id?: string | null;
         };
-        /** @description A page of results, newest first. */
-        Page_ActivityView: {
-            data: {
-                /** Format: date-time */
-                created_at: string;
-                details: Record<string, never>;
-                /** Format: uuid */
-                id: string;
-                ip?: string | null;
-                /**
-                 * @description e.g. `signed_in`, `sign_in_failed`, `password_changed`, `api_key_created`, `session_revoked`.
-                 * @example signed_in
-                 */
-                kind: string;
-                user_agent?: string | null;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_ApiKeyView: {
-            data: {
-                /** Format: date-time */
-                created_at: string;
-                /**
-                 * Format: int64
-                 * @example 500
-                 */
-                daily_credit_limit?: number | null;
-                /** @description True once `expires_at` has passed; the key is then refused. */
-                expired: boolean;
-                /** Format: date-time */
-                expires_at?: string | null;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * Format: date-time
-                 * @description Updated at most once a minute.
-                 */
-                last_used_at?: string | null;
-                /** @example CI pipeline */
-                name: string;
-                /**
-                 * @description The first characters of the key, to recognise it.
-                 * @example gi2_Xy3kP9aQ
-                 */
-                prefix: string;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_ExportView: {
-            data: {
-                /**
-                 * Format: int64
-                 * @description The archive's size.
-                 */
-                bytes?: number | null;
-                /** Format: date-time */
-                created_at: string;
-                /** @description A signed link to the ZIP, valid until `expires_at`; null until it succeeded and after it expired. */
-                download_url?: string | null;
-                /** @description Why it failed, for `failed`. */
-                error?: string | null;
-                /**
-                 * Format: date-time
-                 * @description When the archive is deleted (7 days after it was made).
-                 */
-                expires_at?: string | null;
-                /** Format: date-time */
-                finished_at?: string | null;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * Format: int32
-                 * @description 0–100; 100 once the archive is ready.
-                 * @example 40
-                 */
-                progress: number;
-                /**
-                 * @description `queued`, `running`, `succeeded` or `failed`.
-                 * @example running
-                 */
-                status: string;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_GenerationView: {
-            data: {
-                /**
-                 * Format: int64
-                 * @example 4
-                 */
-                cost_credits: number;
-                /** Format: date-time */
-                created_at: string;
-                error?: components["schemas"]["GenerationError"] | null;
-                /** Format: date-time */
-                finished_at?: string | null;
-                /** Format: uuid */
-                id: string;
-                images: components["schemas"]["ImageView"][];
-                /** @description The parameters as submitted. */
-                params: components["schemas"]["GenerationRequest"];
-                prompt: string;
-                /**
-                 * @description `builtin` (the built-in renderer) or `openai`.
-                 * @example builtin
-                 */
-                provider: string;
-                /** Format: date-time */
-                started_at?: string | null;
-                /**
-                 * @description `queued`, `running`, `succeeded`, `failed` or `canceled`.
-                 * @example queued
-                 */
-                status: string;
-                /** @description Deliveries to `webhook_url` (one per terminal status), oldest first. */
-                webhook_deliveries: components["schemas"]["WebhookDeliveryView"][];
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_IdentityView: {
-            data: {
-                /** Format: date-time */
-                created_at: string;
-                /**
-                 * @description The email the provider reported at the latest sign-in.
-                 * @example ada@example.com
-                 */
-                email?: string | null;
-                /** Format: date-time */
-                last_used_at: string;
-                provider: components["schemas"]["OAuthProvider"];
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_LedgerEntryView: {
-            data: {
-                /**
-                 * Format: int64
-                 * @description Change to the available credits.
-                 * @example 0
-                 */
-                available_delta: number;
-                /** Format: date-time */
-                created_at: string;
-                description: string;
-                /** Format: uuid */
-                grant_id?: string | null;
-                /**
-                 * Format: int64
-                 * @description Change to the reserved credits.
-                 * @example -20
-                 */
-                held_delta: number;
-                /**
-                 * Format: uuid
-                 * @description The hold (one per generation) a hold/capture/release belongs to.
-                 */
-                hold_id?: string | null;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * @description `grant`, `hold`, `capture`, `release`, `expiry`, `refund` or `adjustment`.
-                 * @example capture
-                 */
-                kind: string;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_ReferenceImageView: {
-            data: {
-                /**
-                 * Format: int64
-                 * @description Size of the stored (re-encoded) image.
-                 * @example 482113
-                 */
-                bytes: number;
-                /**
-                 * @description `image/png`, `image/jpeg` or `image/webp`.
-                 * @example image/png
-                 */
-                content_type: string;
-                /** Format: date-time */
-                created_at: string;
-                /**
-                 * Format: int32
-                 * @example 768
-                 */
-                height: number;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * Format: int32
-                 * @example 1024
-                 */
-                width: number;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_SessionView: {
-            data: {
-                /**
-                 * @description `password`, `google` or `github`.
-                 * @example password
-                 */
-                auth_method: string;
-                /**
-                 * @description `web` or `mobile`.
-                 * @example web
-                 */
-                client: string;
-                /** Format: date-time */
-                created_at: string;
-                /** @description True for the session making this request. */
-                current: boolean;
-                /** Format: uuid */
-                id: string;
-                /** @description Address at sign-in. */
-                ip?: string | null;
-                /** @description Address of the latest refresh. */
-                last_ip?: string | null;
-                /** Format: date-time */
-                last_used_at: string;
-                user_agent?: string | null;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_SupportRequestView: {
-            data: {
-                /** Format: date-time */
-                created_at: string;
-                /** Format: uuid */
-                id: string;
-                message: string;
-                subject: string;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
-        };
-        /** @description A page of results, newest first. */
-        Page_TransactionView: {
-            data: {
-                /**
-                 * Format: int64
-                 * @description In the currency's smallest unit; negative for refunds.
-                 * @example 500
-                 */
-                amount_cents: number;
-                /** Format: date-time */
-                created_at: string;
-                /**
-                 * Format: int64
-                 * @description Credits granted (negative: taken back by a refund).
-                 * @example 100
-                 */
-                credits: number;
-                /**
-                 * Format: int64
-                 * @description Refunds only: credits already spent, so not taken back.
-                 */
-                credits_lost: number;
-                /** @example usd */
-                currency: string;
-                /** Format: uuid */
-                id: string;
-                item_id?: string | null;
-                /**
-                 * @description `purchase`, `renewal` or `refund`.
-                 * @example purchase
-                 */
-                kind: string;
-                /** @example stripe */
-                provider: string;
-                /** @description The provider's reference (checkout session, invoice, order or refund id). */
-                provider_reference: string;
-            }[];
-            /** @description Pass as `cursor` for the next page; null on the last page. */
-            next_cursor?: string | null;
+        /**
+         * @description The data of a `partial_image` event.
+         * @example {
+         *       "index": 0,
+         *       "url": "https://files.gptimage2.dev/users/0193a1d2/generations/0193a1d2/partial-0.png?expires=1764400000&signature=51d0"
+         *     }
+         */
+        PartialImage: {
+            /**
+             * Format: int32
+             * @description 0 for the first partial image, counting up.
+             */
+            index: number;
+            /** @description A short-lived signed link to the partial image. */
+            url: string;
         };
         Plan: {
             creem_product_id?: string | null;
@@ -1722,9 +1961,20 @@ export interface components {
             price_cents: number;
             stripe_price_id?: string | null;
         };
+        /**
+         * @description The provider whose portal to open.
+         * @example {
+         *       "provider": "stripe"
+         *     }
+         */
         PortalBody: {
             provider: components["schemas"]["ProviderName"];
         };
+        /**
+         * @example {
+         *       "url": "https://billing.stripe.com/p/session/test_YWNjdF8x"
+         *     }
+         */
         PortalResponse: {
             /** @description The provider's page to manage the subscription and payment methods. */
             url: string;
@@ -1755,11 +2005,38 @@ export interface components {
             /** @example 1024x1024 */
             size: string;
         };
+        /**
+         * @example {
+         *       "sizes": [
+         *         {
+         *           "auto": 4,
+         *           "high": 16,
+         *           "low": 1,
+         *           "medium": 4,
+         *           "size": "1024x1024"
+         *         },
+         *         {
+         *           "auto": 6,
+         *           "high": 24,
+         *           "low": 2,
+         *           "medium": 6,
+         *           "size": "1536x1024"
+         *         }
+         *       ]
+         *     }
+         */
         PricingView: {
             /** @description Credits per image; a request costs this × `n`. Other sizes scale with their pixels. */
             sizes: components["schemas"]["PriceRow"][];
         };
-        /** @description The privacy policy in force. */
+        /**
+         * @description The privacy policy in force.
+         * @example {
+         *       "updated_at": "2026-11-01T00:00:00Z",
+         *       "url": "https://gptimage2.dev/legal/privacy",
+         *       "version": "2026-11-01"
+         *     }
+         */
         PrivacyPolicy: {
             /** @example 2026-11-01T00:00:00Z */
             updated_at: string;
@@ -1800,12 +2077,31 @@ export interface components {
             /** @description A URI naming the kind of problem. */
             type: string;
         };
-        /** @enum {string} */
+        /**
+         * @description A payment provider.
+         * @example stripe
+         * @enum {string}
+         */
         ProviderName: "stripe" | "creem";
+        /**
+         * @description Rendering quality; `auto` is priced as `medium`.
+         * @example medium
+         * @enum {string}
+         */
+        Quality: "low" | "medium" | "high" | "auto";
+        /**
+         * @description Ready: every component answered (otherwise the answer is a 503 problem).
+         * @example {
+         *       "checks": {
+         *         "database": "ok",
+         *         "object_store": "ok"
+         *       },
+         *       "status": "ok"
+         *     }
+         */
         Readiness: {
             checks: components["schemas"]["ReadinessChecks"];
-            /** @example ok */
-            status: string;
+            status: components["schemas"]["HealthStatus"];
         };
         /** @description Each component's state: `ok`, or a short reason. */
         ReadinessChecks: {
@@ -1814,7 +2110,19 @@ export interface components {
             /** @example ok */
             object_store: string;
         };
-        /** @description A reference image with a short-lived download link. */
+        /**
+         * @description A reference image with a short-lived download link.
+         * @example {
+         *       "bytes": 482113,
+         *       "content_type": "image/png",
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "height": 768,
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "url": "https://files.gptimage2.dev/users/0193a1d2/references/0193a1d2.png?expires=1764400000&signature=7ac3",
+         *       "url_expires_at": "2026-11-29T10:15:00Z",
+         *       "width": 1024
+         *     }
+         */
         ReferenceImageDetail: components["schemas"]["ReferenceImageView"] & {
             /**
              * Format: uri
@@ -1825,8 +2133,37 @@ export interface components {
             url_expires_at: string;
         };
         /**
+         * @description A page of `ReferenceImageView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "bytes": 482113,
+         *           "content_type": "image/png",
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "height": 768,
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "width": 1024
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        ReferenceImagePage: {
+            data: components["schemas"]["ReferenceImageView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
          * @description A stored reference image. Its bytes are the upload re-encoded in the same format,
          *     without metadata (EXIF/GPS, text chunks, ICC profiles).
+         * @example {
+         *       "bytes": 482113,
+         *       "content_type": "image/png",
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "height": 768,
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "width": 1024
+         *     }
          */
         ReferenceImageView: {
             /**
@@ -1835,11 +2172,7 @@ export interface components {
              * @example 482113
              */
             bytes: number;
-            /**
-             * @description `image/png`, `image/jpeg` or `image/webp`.
-             * @example image/png
-             */
-            content_type: string;
+            content_type: components["schemas"]["ImageContentType"];
             /** Format: date-time */
             created_at: string;
             /**
@@ -1855,10 +2188,26 @@ export interface components {
              */
             width: number;
         };
+        /**
+         * @description A mobile client's refresh token.
+         * @example {
+         *       "refresh_token": "Q2hhbmdlIG1lOiBhIG1vYmlsZSByZWZyZXNoIHRva2Vu"
+         *     }
+         */
         RefreshRequest: {
             /** @description Mobile clients send their refresh token here; browsers send none (the cookie is used). */
             refresh_token?: string | null;
         };
+        /**
+         * @description A new account.
+         * @example {
+         *       "accept_terms": true,
+         *       "client": "web",
+         *       "email": "ada@example.com",
+         *       "name": "Ada Lovelace",
+         *       "password": "correct horse battery staple"
+         *     }
+         */
         RegisterRequest: {
             /**
              * @description Signing up accepts the current terms and privacy policy; `false` is refused.
@@ -1880,23 +2229,59 @@ export interface components {
              */
             password: string;
         };
+        /**
+         * @description The mailed reset token and the new password.
+         * @example {
+         *       "password": "a new correct horse battery",
+         *       "token": "k3PqV9sLw2XbN7mR4tYc8uZe1aDf6gHj"
+         *     }
+         */
         ResetPasswordRequest: {
             /** @example a new correct horse battery */
             password: string;
             token: string;
         };
-        /** @description One signed-in device. */
+        /**
+         * @description A page of `SessionView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "auth_method": "password",
+         *           "client": "web",
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "current": true,
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "ip": "203.0.113.7",
+         *           "last_ip": "203.0.113.7",
+         *           "last_used_at": "2026-11-29T12:30:00Z",
+         *           "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        SessionPage: {
+            data: components["schemas"]["SessionView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description One signed-in device.
+         * @example {
+         *       "auth_method": "password",
+         *       "client": "web",
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "current": true,
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "ip": "203.0.113.7",
+         *       "last_ip": "203.0.113.7",
+         *       "last_used_at": "2026-11-29T12:30:00Z",
+         *       "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15"
+         *     }
+         */
         SessionView: {
-            /**
-             * @description `password`, `google` or `github`.
-             * @example password
-             */
-            auth_method: string;
-            /**
-             * @description `web` or `mobile`.
-             * @example web
-             */
-            client: string;
+            auth_method: components["schemas"]["AuthMethod"];
+            client: components["schemas"]["ClientKind"];
             /** Format: date-time */
             created_at: string;
             /** @description True for the session making this request. */
@@ -1911,6 +2296,17 @@ export interface components {
             last_used_at: string;
             user_agent?: string | null;
         };
+        /**
+         * @example {
+         *       "subscription": {
+         *         "cancel_at_period_end": false,
+         *         "plan": "starter",
+         *         "provider": "stripe",
+         *         "renews_at": "2026-12-29T10:00:00Z",
+         *         "status": "active"
+         *       }
+         *     }
+         */
         SubscriptionResponse: {
             subscription?: components["schemas"]["SubscriptionView"] | null;
         };
@@ -1922,20 +2318,47 @@ export interface components {
              * @example starter
              */
             plan: string;
-            /** @example stripe */
-            provider: string;
+            provider: components["schemas"]["ProviderName"];
             /**
              * Format: date-time
              * @description End of the paid period: the next renewal, or the end when canceling.
              */
             renews_at?: string | null;
             /**
-             * @description The provider's status, e.g. `active`, `past_due`, `canceled`.
+             * @description The provider's own status, passed through (so not a closed set here): e.g. `active`,
+             *     `past_due`, `canceled`, `expired`.
              * @example active
              */
             status: string;
         };
-        /** @description A request the user sent to support. */
+        /**
+         * @description A page of `SupportRequestView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "created_at": "2026-11-29T10:02:30Z",
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "message": "Generation 0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f failed with provider_error at 10:02 UTC.",
+         *           "subject": "A generation failed but used credits"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        SupportRequestPage: {
+            data: components["schemas"]["SupportRequestView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description A request the user sent to support.
+         * @example {
+         *       "created_at": "2026-11-29T10:02:30Z",
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "message": "Generation 0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f failed with provider_error at 10:02 UTC.",
+         *       "subject": "A generation failed but used credits"
+         *     }
+         */
         SupportRequestView: {
             /** Format: date-time */
             created_at: string;
@@ -1944,11 +2367,67 @@ export interface components {
             message: string;
             subject: string;
         };
+        /**
+         * @description A token from a mailed link.
+         * @example {
+         *       "token": "k3PqV9sLw2XbN7mR4tYc8uZe1aDf6gHj"
+         *     }
+         */
         TokenRequest: {
             /** @description The token from the mailed link. */
             token: string;
         };
-        /** @description A purchase, renewal or refund, with what a receipt shows. */
+        /**
+         * @description How to send the access token: always `Authorization: Bearer <access_token>`.
+         * @enum {string}
+         */
+        TokenType: "Bearer";
+        /**
+         * @description A billing transaction: a pack bought, a plan period paid, or money given back.
+         * @example purchase
+         * @enum {string}
+         */
+        TransactionKind: "purchase" | "renewal" | "refund";
+        /**
+         * @description A page of `TransactionView`; `next_cursor` continues it.
+         * @example {
+         *       "data": [
+         *         {
+         *           "amount_cents": 500,
+         *           "created_at": "2026-11-29T10:00:00Z",
+         *           "credits": 100,
+         *           "credits_lost": 0,
+         *           "currency": "usd",
+         *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *           "item_id": "pack_100",
+         *           "kind": "purchase",
+         *           "provider": "stripe",
+         *           "provider_reference": "cs_test_a1B2c3D4"
+         *         }
+         *       ],
+         *       "next_cursor": null
+         *     }
+         */
+        TransactionPage: {
+            data: components["schemas"]["TransactionView"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. */
+            next_cursor: string | null;
+        };
+        /**
+         * @description A purchase, renewal or refund, with what a receipt shows.
+         * @example {
+         *       "amount_cents": 500,
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "credits": 100,
+         *       "credits_lost": 0,
+         *       "currency": "usd",
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "item_id": "pack_100",
+         *       "kind": "purchase",
+         *       "provider": "stripe",
+         *       "provider_reference": "cs_test_a1B2c3D4"
+         *     }
+         */
         TransactionView: {
             /**
              * Format: int64
@@ -1974,20 +2453,29 @@ export interface components {
             /** Format: uuid */
             id: string;
             item_id?: string | null;
-            /**
-             * @description `purchase`, `renewal` or `refund`.
-             * @example purchase
-             */
-            kind: string;
-            /** @example stripe */
-            provider: string;
+            kind: components["schemas"]["TransactionKind"];
+            provider: components["schemas"]["ProviderName"];
             /** @description The provider's reference (checkout session, invoice, order or refund id). */
             provider_reference: string;
         };
+        /**
+         * @description The consent choice, both parts at once.
+         * @example {
+         *       "analytics": true,
+         *       "marketing": false
+         *     }
+         */
         UpdateConsentsRequest: {
             analytics: boolean;
             marketing: boolean;
         };
+        /**
+         * @description The profile fields to change; absent ones are kept.
+         * @example {
+         *       "avatar_url": "https://images.example.com/ada.png",
+         *       "name": "Ada King"
+         *     }
+         */
         UpdateMeRequest: {
             /**
              * @description An https URL on a public host; `null` removes the avatar.
@@ -2010,7 +2498,23 @@ export interface components {
              */
             file: string;
         };
-        /** @description A user's profile. */
+        /**
+         * @description A user's profile.
+         * @example {
+         *       "avatar_url": "https://images.example.com/ada.png",
+         *       "created_at": "2026-11-29T10:00:00Z",
+         *       "credits": {
+         *         "available": 100,
+         *         "balance": 120
+         *       },
+         *       "email": "ada@example.com",
+         *       "email_verified": true,
+         *       "has_password": true,
+         *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "name": "Ada Lovelace",
+         *       "plan": "starter"
+         *     }
+         */
         UserView: {
             /** @example https://images.example.com/ada.png */
             avatar_url?: string | null;
@@ -2034,10 +2538,22 @@ export interface components {
             /** @description The current subscription plan's id, if any. */
             plan?: string | null;
         };
+        /**
+         * @example {
+         *       "received": true
+         *     }
+         */
         WebhookAck: {
             /** @description Always true: the event was applied now or earlier, or deliberately ignored. */
             received: boolean;
         };
+        /**
+         * @description A webhook delivery: `pending` while it is being tried, then `delivered`, or `failed`
+         *     (gave up, or the receiver was refused).
+         * @example delivered
+         * @enum {string}
+         */
+        WebhookDeliveryStatus: "pending" | "delivered" | "failed";
         /** @description One webhook delivery of a generation's outcome and how it went. */
         WebhookDeliveryView: {
             /**
@@ -2062,12 +2578,13 @@ export interface components {
              * @example 200
              */
             response_status?: number | null;
-            /**
-             * @description `pending` (being tried), `delivered` or `failed` (gave up, or refused).
-             * @example delivered
-             */
-            status: string;
+            status: components["schemas"]["WebhookDeliveryStatus"];
         };
+        /**
+         * @example {
+         *       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+         *     }
+         */
         WebhookSecretView: {
             /**
              * @description `whsec_` + base64 of 24 random bytes. The key is the base64-decoded part after
@@ -2077,13 +2594,37 @@ export interface components {
             secret: string;
         };
     };
-    responses: never;
+    responses: {
+        /** @description `headers_too_large`: the request headers exceed 16 KiB */
+        HeadersTooLarge: {
+            headers: {
+                "X-Request-Id": components["headers"]["X-Request-Id"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+    };
     parameters: {
         /** @description Makes the request safe to retry: the first answer (below 500) to a key is replayed for 24 h with `Idempotent-Replayed: true`. Scoped to the user (session tokens) or the API key, and to the path; the same key with a different body is 422 `idempotency_key_reused`, while the first is still running 409 `idempotency_key_in_use`. */
         IdempotencyKey: string;
     };
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description `true` when this answer is the stored first answer to the request's `Idempotency-Key`, replayed; absent on a fresh answer. */
+        "Idempotent-Replayed": "true";
+        /**
+         * @description Seconds to wait before trying again. Sent with every 429, and with a 409 `idempotency_key_in_use`.
+         * @example 30
+         */
+        "Retry-After": number;
+        /**
+         * @description The request's id, also in problem documents: the client's own `X-Request-Id` when it is 1–128 of `A-Z a-z 0-9 - _ . :`, else a fresh UUIDv7. Quote it when reporting a problem.
+         * @example 0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f
+         */
+        "X-Request-Id": string;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -2108,6 +2649,7 @@ export interface operations {
             /** @description The object, with its stored content type */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2117,6 +2659,7 @@ export interface operations {
             /** @description The signature is missing, invalid or expired */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2126,6 +2669,7 @@ export interface operations {
             /** @description No such object, or the store is not local */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2135,12 +2679,14 @@ export interface operations {
             /** @description `expires` is not an integer */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     healthz: {
@@ -2155,12 +2701,14 @@ export interface operations {
             /** @description The process is up */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     metrics: {
@@ -2175,12 +2723,14 @@ export interface operations {
             /** @description Prometheus text format */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "text/plain; version=0.0.4": string;
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     readyz: {
@@ -2195,15 +2745,18 @@ export interface operations {
             /** @description Ready to serve */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
             /** @description A component is down; `detail` names it */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2228,6 +2781,7 @@ export interface operations {
             /** @description Signed in; browsers also get the refresh cookie */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2237,6 +2791,7 @@ export interface operations {
             /** @description `invalid_credentials` */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2246,6 +2801,7 @@ export interface operations {
             /** @description `validation_failed` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2255,12 +2811,15 @@ export interface operations {
             /** @description `rate_limited`: too many attempts; see `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     logout: {
@@ -2280,6 +2839,7 @@ export interface operations {
             /** @description Signed out */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2287,6 +2847,7 @@ export interface operations {
             /** @description Nothing identifies a session */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2296,12 +2857,14 @@ export interface operations {
             /** @description Cookie sent from a foreign or missing Origin */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     oauthAuthorize: {
@@ -2328,6 +2891,7 @@ export interface operations {
                 headers: {
                     /** @description The provider's authorization URL */
                     Location?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2335,6 +2899,7 @@ export interface operations {
             /** @description `provider_not_configured`, or `not_found` for an unknown provider */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2344,6 +2909,7 @@ export interface operations {
             /** @description `validation_failed`: `redirect_to` is missing or not on the web app's origin */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2353,12 +2919,15 @@ export interface operations {
             /** @description `rate_limited`; see `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     oauthCallback: {
@@ -2387,6 +2956,7 @@ export interface operations {
                     Location?: string;
                     /** @description On success, the `gi2_refresh` HttpOnly cookie */
                     "Set-Cookie"?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2394,6 +2964,7 @@ export interface operations {
             /** @description `invalid_oauth_state`: unknown, used or expired `state` */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2403,6 +2974,7 @@ export interface operations {
             /** @description `provider_not_configured`, or `not_found` for an unknown provider */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2412,6 +2984,7 @@ export interface operations {
             /** @description `validation_failed`: `state`, or both `code` and `error`, missing */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2421,12 +2994,15 @@ export interface operations {
             /** @description `rate_limited`; see `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     forgotPassword: {
@@ -2445,6 +3021,7 @@ export interface operations {
             /** @description If the email has an account, a reset link is on its way */
             202: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2452,6 +3029,7 @@ export interface operations {
             /** @description `validation_failed` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2461,12 +3039,15 @@ export interface operations {
             /** @description `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     resetPassword: {
@@ -2485,6 +3066,7 @@ export interface operations {
             /** @description Password changed; every session was signed out */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2492,6 +3074,7 @@ export interface operations {
             /** @description `invalid_token` */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2501,6 +3084,7 @@ export interface operations {
             /** @description `validation_failed`: the password breaks a rule */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2510,12 +3094,15 @@ export interface operations {
             /** @description `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     refresh: {
@@ -2535,6 +3122,7 @@ export interface operations {
             /** @description New tokens; the cookie or `refresh_token` is replaced */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2544,6 +3132,7 @@ export interface operations {
             /** @description `invalid_refresh_token` or `refresh_token_reused` */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2553,6 +3142,7 @@ export interface operations {
             /** @description Cookie sent from a foreign or missing Origin */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2562,12 +3152,15 @@ export interface operations {
             /** @description `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     register: {
@@ -2586,6 +3179,7 @@ export interface operations {
             /** @description Account created and signed in; browsers also get the refresh cookie */
             201: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2595,6 +3189,7 @@ export interface operations {
             /** @description `email_taken`: an account with this email exists */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2604,6 +3199,7 @@ export interface operations {
             /** @description `validation_failed`: `errors` names each invalid field */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2613,12 +3209,15 @@ export interface operations {
             /** @description `rate_limited`; see `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     verifyEmail: {
@@ -2637,6 +3236,7 @@ export interface operations {
             /** @description Email verified */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2644,6 +3244,7 @@ export interface operations {
             /** @description `invalid_token`: unknown, used or expired */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2653,12 +3254,14 @@ export interface operations {
             /** @description `validation_failed` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     resendVerification: {
@@ -2673,6 +3276,7 @@ export interface operations {
             /** @description A new link is on its way, unless the email is already verified */
             202: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2680,6 +3284,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2689,6 +3294,7 @@ export interface operations {
             /** @description API keys cannot do this */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2698,12 +3304,15 @@ export interface operations {
             /** @description `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getCatalog: {
@@ -2718,12 +3327,14 @@ export interface operations {
             /** @description The catalog */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Catalog"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     createCheckout: {
@@ -2745,6 +3356,8 @@ export interface operations {
             /** @description Send the user to `checkout_url` */
             200: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2754,6 +3367,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2763,6 +3378,8 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2772,6 +3389,8 @@ export interface operations {
             /** @description API keys cannot buy */
             403: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2781,6 +3400,9 @@ export interface operations {
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2790,15 +3412,19 @@ export interface operations {
             /** @description `validation_failed`: unknown item, or return URLs off the allowed origins; `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
             /** @description `provider_error`: the provider refused or failed */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2808,6 +3434,7 @@ export interface operations {
             /** @description `billing_not_configured` */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2835,6 +3462,8 @@ export interface operations {
             /** @description Send the user to `url` */
             200: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2844,6 +3473,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2853,6 +3484,8 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2862,6 +3495,8 @@ export interface operations {
             /** @description API keys cannot manage billing */
             403: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2871,6 +3506,8 @@ export interface operations {
             /** @description `no_customer`: nothing bought with this provider yet */
             404: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2880,6 +3517,9 @@ export interface operations {
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2889,15 +3529,19 @@ export interface operations {
             /** @description `validation_failed`; `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
             /** @description `provider_error` */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2907,6 +3551,7 @@ export interface operations {
             /** @description `billing_not_configured` */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2927,6 +3572,7 @@ export interface operations {
             /** @description The subscription, or null */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2936,12 +3582,14 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listTransactions: {
@@ -2964,15 +3612,17 @@ export interface operations {
             /** @description A page of transactions */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_TransactionView"];
+                    "application/json": components["schemas"]["TransactionPage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2982,12 +3632,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getCredits: {
@@ -3002,6 +3654,7 @@ export interface operations {
             /** @description Balances and grants */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3011,12 +3664,14 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listLedger: {
@@ -3039,15 +3694,17 @@ export interface operations {
             /** @description A page of ledger entries */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_LedgerEntryView"];
+                    "application/json": components["schemas"]["LedgerEntryPage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3057,22 +3714,21 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listGenerations: {
         parameters: {
             query?: {
-                /**
-                 * @description Only generations in this status.
-                 * @example succeeded
-                 */
-                status?: string;
+                /** @description Only generations in this status. A string here, so a bad value is a 422 naming `status`. */
+                status?: components["schemas"]["GenerationStatus"];
                 limit?: number;
                 cursor?: string;
             };
@@ -3085,15 +3741,17 @@ export interface operations {
             /** @description A page of generations */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_GenerationView"];
+                    "application/json": components["schemas"]["GenerationPage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3103,12 +3761,14 @@ export interface operations {
             /** @description `validation_failed`: bad `status`, `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     createGeneration: {
@@ -3127,9 +3787,13 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Queued */
+            /** @description Queued; follow it at the `Location` (or its `/events`) */
             202: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    /** @description The generation */
+                    Location?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3139,6 +3803,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3148,6 +3814,8 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3157,6 +3825,8 @@ export interface operations {
             /** @description `insufficient_credits`, or `daily_credit_limit_exceeded` for an API key; nothing changed */
             402: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3166,6 +3836,9 @@ export interface operations {
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3175,12 +3848,15 @@ export interface operations {
             /** @description `validation_failed`: each invalid field named; `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getGeneration: {
@@ -3198,6 +3874,7 @@ export interface operations {
             /** @description The generation */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3207,6 +3884,7 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3216,12 +3894,14 @@ export interface operations {
             /** @description No such generation of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     deleteGeneration: {
@@ -3239,6 +3919,7 @@ export interface operations {
             /** @description Deleted */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -3246,6 +3927,7 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3255,12 +3937,14 @@ export interface operations {
             /** @description No such generation of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     cancelGeneration: {
@@ -3281,6 +3965,8 @@ export interface operations {
             /** @description Canceled (or already finished: its state is returned) */
             200: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3290,6 +3976,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3299,6 +3987,8 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3308,6 +3998,8 @@ export interface operations {
             /** @description No such generation of yours */
             404: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3317,6 +4009,9 @@ export interface operations {
             /** @description `already_finished`: it succeeded or failed before the cancel; `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3326,12 +4021,15 @@ export interface operations {
             /** @description `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     streamGenerationEvents: {
@@ -3346,18 +4044,20 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `text/event-stream`: events `status` (`{"status": …}`), `partial_image` (`{"index": …, "url": …}`), then `completed` (the generation), `failed` or `canceled` */
+            /** @description The event stream; each event is `event: <event>` and `data: <data as JSON>` */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": components["schemas"]["GenerationEvent"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3367,12 +4067,14 @@ export interface operations {
             /** @description No such generation of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getImageContent: {
@@ -3392,6 +4094,7 @@ export interface operations {
                 headers: {
                     /** @description The signed URL */
                     Location?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -3399,6 +4102,7 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3408,12 +4112,14 @@ export interface operations {
             /** @description No such image of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getPrivacyPolicy: {
@@ -3428,12 +4134,14 @@ export interface operations {
             /** @description The policy in force */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["PrivacyPolicy"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     unsubscribeMail: {
@@ -3499,6 +4207,7 @@ export interface operations {
             /** @description The profile */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3508,12 +4217,14 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     deleteMe: {
@@ -3532,6 +4243,7 @@ export interface operations {
             /** @description Disabled; the erasure is scheduled */
             202: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3541,6 +4253,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3550,6 +4263,7 @@ export interface operations {
             /** @description API keys cannot delete the account; or `reauthentication_required`: an account without a password must have signed in within the last 10 minutes */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3559,6 +4273,7 @@ export interface operations {
             /** @description `validation_failed`: the password is missing or wrong */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3568,12 +4283,15 @@ export interface operations {
             /** @description Too many wrong passwords */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     updateMe: {
@@ -3592,6 +4310,7 @@ export interface operations {
             /** @description The updated profile */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3601,6 +4320,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3610,6 +4330,7 @@ export interface operations {
             /** @description API keys cannot change the profile */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3619,12 +4340,14 @@ export interface operations {
             /** @description `validation_failed` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listActivity: {
@@ -3647,15 +4370,17 @@ export interface operations {
             /** @description A page of events, newest first */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_ActivityView"];
+                    "application/json": components["schemas"]["ActivityPage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3665,12 +4390,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listApiKeys: {
@@ -3693,15 +4420,17 @@ export interface operations {
             /** @description A page of keys, without their secrets */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_ApiKeyView"];
+                    "application/json": components["schemas"]["ApiKeyPage"];
                 };
             };
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3711,6 +4440,7 @@ export interface operations {
             /** @description API keys cannot list keys */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3720,12 +4450,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     createApiKey: {
@@ -3744,6 +4476,7 @@ export interface operations {
             /** @description Created; `key` is shown only now */
             201: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3753,6 +4486,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3762,6 +4496,7 @@ export interface operations {
             /** @description API keys cannot create keys */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3771,6 +4506,7 @@ export interface operations {
             /** @description `too_many_api_keys`: 20 active keys already; revoke one first */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3780,12 +4516,14 @@ export interface operations {
             /** @description `validation_failed` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     revokeApiKey: {
@@ -3803,6 +4541,7 @@ export interface operations {
             /** @description Revoked */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -3810,6 +4549,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3819,6 +4559,7 @@ export interface operations {
             /** @description API keys cannot revoke keys */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3828,6 +4569,7 @@ export interface operations {
             /** @description No such unrevoked key of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3837,12 +4579,14 @@ export interface operations {
             /** @description `validation_failed`: the id is not a UUID */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getConsents: {
@@ -3857,6 +4601,7 @@ export interface operations {
             /** @description Consents */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3866,6 +4611,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3875,12 +4621,14 @@ export interface operations {
             /** @description API keys cannot read consents */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     updateConsents: {
@@ -3899,6 +4647,7 @@ export interface operations {
             /** @description Recorded */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3908,6 +4657,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3917,6 +4667,7 @@ export interface operations {
             /** @description API keys cannot change consents */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3926,12 +4677,14 @@ export interface operations {
             /** @description `validation_failed` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listExports: {
@@ -3954,15 +4707,17 @@ export interface operations {
             /** @description A page of exports */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_ExportView"];
+                    "application/json": components["schemas"]["ExportPage"];
                 };
             };
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3972,6 +4727,7 @@ export interface operations {
             /** @description API keys cannot list exports */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3981,12 +4737,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     createExport: {
@@ -4004,8 +4762,10 @@ export interface operations {
             /** @description Queued; follow it at the `Location` */
             202: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     /** @description The export */
                     Location?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4015,6 +4775,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4024,6 +4786,8 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4033,6 +4797,8 @@ export interface operations {
             /** @description API keys cannot export the account */
             403: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4042,6 +4808,9 @@ export interface operations {
             /** @description `export_in_progress`: one export at a time; `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4051,12 +4820,15 @@ export interface operations {
             /** @description `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getExport: {
@@ -4074,6 +4846,7 @@ export interface operations {
             /** @description The export */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4083,6 +4856,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4092,6 +4866,7 @@ export interface operations {
             /** @description API keys cannot read exports */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4101,12 +4876,14 @@ export interface operations {
             /** @description No such export of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listIdentities: {
@@ -4121,21 +4898,24 @@ export interface operations {
             /** @description The linked logins, oldest first; `next_cursor` is always null */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_IdentityView"];
+                    "application/json": components["schemas"]["IdentityPage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     unlinkIdentity: {
@@ -4153,6 +4933,7 @@ export interface operations {
             /** @description Unlinked */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4160,6 +4941,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4169,6 +4951,7 @@ export interface operations {
             /** @description API keys cannot unlink logins */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4178,6 +4961,7 @@ export interface operations {
             /** @description No such login is linked */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4187,12 +4971,14 @@ export interface operations {
             /** @description `last_sign_in_method`: it is the only way to sign in */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     changePassword: {
@@ -4214,6 +5000,8 @@ export interface operations {
             /** @description Changed */
             204: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4221,6 +5009,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4230,6 +5020,8 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4239,6 +5031,8 @@ export interface operations {
             /** @description API keys cannot change passwords */
             403: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4248,6 +5042,9 @@ export interface operations {
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4257,12 +5054,15 @@ export interface operations {
             /** @description `validation_failed`: wrong current password, or the new one breaks a rule; `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listSessions: {
@@ -4285,15 +5085,17 @@ export interface operations {
             /** @description A page of sessions */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_SessionView"];
+                    "application/json": components["schemas"]["SessionPage"];
                 };
             };
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4303,6 +5105,7 @@ export interface operations {
             /** @description API keys cannot list sessions */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4312,12 +5115,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     revokeSession: {
@@ -4335,6 +5140,7 @@ export interface operations {
             /** @description Signed out */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4342,6 +5148,7 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4351,6 +5158,7 @@ export interface operations {
             /** @description API keys cannot revoke sessions */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4360,12 +5168,14 @@ export interface operations {
             /** @description No such active session of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getWebhookSecret: {
@@ -4380,6 +5190,7 @@ export interface operations {
             /** @description The signing secret */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4389,12 +5200,14 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getPricing: {
@@ -4409,12 +5222,14 @@ export interface operations {
             /** @description The price table */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["PricingView"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listReferenceImages: {
@@ -4437,15 +5252,17 @@ export interface operations {
             /** @description A page of reference images */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_ReferenceImageView"];
+                    "application/json": components["schemas"]["ReferenceImagePage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4455,12 +5272,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     uploadReferenceImage: {
@@ -4482,8 +5301,10 @@ export interface operations {
             /** @description Stored */
             201: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     /** @description The new reference image */
                     Location?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4493,6 +5314,8 @@ export interface operations {
             /** @description `malformed_multipart`: the body is not valid multipart; `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4502,6 +5325,8 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4511,6 +5336,9 @@ export interface operations {
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4520,6 +5348,8 @@ export interface operations {
             /** @description `payload_too_large`: the file is larger than the upload cap (`GI2_MAX_UPLOAD_BYTES`, 20 MiB by default) */
             413: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4529,6 +5359,8 @@ export interface operations {
             /** @description `unsupported_media_type`: the request is not multipart/form-data, or the file is not PNG, JPEG or WebP */
             415: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4538,12 +5370,15 @@ export interface operations {
             /** @description `validation_failed` on `file`: missing, empty, truncated or corrupt, or more pixels than allowed (`GI2_MAX_IMAGE_PIXELS`, 40 million by default); `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getReferenceImage: {
@@ -4561,6 +5396,7 @@ export interface operations {
             /** @description The reference image */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4570,6 +5406,7 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4579,6 +5416,7 @@ export interface operations {
             /** @description No such reference image of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4588,12 +5426,14 @@ export interface operations {
             /** @description `validation_failed`: the id is not a UUID */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     deleteReferenceImage: {
@@ -4611,6 +5451,7 @@ export interface operations {
             /** @description Deleted */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4618,6 +5459,7 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4627,6 +5469,7 @@ export interface operations {
             /** @description No such reference image of yours */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4636,12 +5479,14 @@ export interface operations {
             /** @description `validation_failed`: the id is not a UUID */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     listSupportRequests: {
@@ -4664,15 +5509,17 @@ export interface operations {
             /** @description A page of your requests */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_SupportRequestView"];
+                    "application/json": components["schemas"]["SupportRequestPage"];
                 };
             };
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4682,12 +5529,14 @@ export interface operations {
             /** @description `validation_failed`: bad `limit` or `cursor` */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     createSupportRequest: {
@@ -4709,6 +5558,8 @@ export interface operations {
             /** @description Stored and on its way to support */
             201: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4718,6 +5569,8 @@ export interface operations {
             /** @description `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4727,6 +5580,8 @@ export interface operations {
             /** @description Not authenticated */
             401: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4736,6 +5591,9 @@ export interface operations {
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4745,6 +5603,8 @@ export interface operations {
             /** @description `validation_failed`: `errors` names `subject` or `message`; `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4754,12 +5614,16 @@ export interface operations {
             /** @description `rate_limited`: 10 requests an hour; see `Retry-After` */
             429: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     receiveCreemEvent: {
@@ -4782,6 +5646,7 @@ export interface operations {
             /** @description Applied now, applied earlier (a replay), or ignored */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4791,15 +5656,18 @@ export interface operations {
             /** @description `invalid_signature`: missing or wrong signature; `invalid_payload`: a signed event lacking what this API needs */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
             /** @description `billing_not_configured`, or `database_unavailable` (Creem retries) */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4828,6 +5696,7 @@ export interface operations {
             /** @description Applied now, applied earlier (a replay), or ignored */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4837,15 +5706,18 @@ export interface operations {
             /** @description `invalid_signature`: missing, stale or wrong signature; `invalid_payload`: not a Stripe event */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
             /** @description `billing_not_configured`, or `database_unavailable` (Stripe retries) */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {

@@ -17,7 +17,7 @@ const user = {
   credits: { balance: 0, available: 0 },
 };
 const json = (status: number, body: unknown, type = "application/json") =>
-  new Response(JSON.stringify(body), { status, headers: { "content-type": type } });
+  new Response(JSON.stringify(body), { status, headers: { "content-type": type, "x-request-id": "fake-request" } });
 const problem = (status: number, code: string) =>
   json(status, { type: `https://docs.gptimage2.dev/problems/${code}`, title: code, status, detail: code, code }, "application/problem+json");
 
@@ -101,7 +101,7 @@ describe("conformance", () => {
     expect(validate(nameless, ref)).toEqual(["$.name: required but missing"]);
   });
 
-  test("an undeclared status or content type fails the call", async () => {
+  test("an undeclared status, a missing required header or an undeclared content type fails the call", async () => {
     const lie = createApiClient({
       baseUrl: BASE,
       mode: "apiKey",
@@ -118,5 +118,13 @@ describe("conformance", () => {
       fetch: async () => json(401, { code: "unauthorized" }),
     });
     await expect(wrongType.client.GET("/v1/credits")).rejects.toThrow(/content type application\/json not declared/);
+    const anonymous = createApiClient({
+      baseUrl: BASE,
+      mode: "apiKey",
+      apiKey: "gi2_x",
+      middleware: [conformance],
+      fetch: async () => new Response(JSON.stringify({ balance: 0, held: 0, available: 0, grants: [] }), { headers: { "content-type": "application/json" } }),
+    });
+    await expect(anonymous.client.GET("/v1/credits")).rejects.toThrow(/required header X-Request-Id missing/);
   });
 });

@@ -5,7 +5,7 @@ import { createServer, type IncomingHttpHeaders } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ApiProblem, createApiClient, problemOf, unwrap, type ApiClient, type Schemas } from "../src/client";
-import { checked, conformance } from "./support/conformance";
+import { checked, conformance, validate } from "./support/conformance";
 import { PNG_SIGNATURE, makePng } from "./support/png";
 import { LiveServer, browserFetch } from "./support/server";
 
@@ -214,7 +214,7 @@ describe("the SPA story", () => {
   test("generate with the built-in renderer (idempotent submit) and follow the SSE stream", async () => {
     const api = tab.current;
     const key = randomUUID();
-    const body = { prompt: "A watercolor fox reading a map at dawn", size: "1024x1024", quality: "low", reference_image_ids: [reference.id] };
+    const body: Schemas["GenerationRequest"] = { prompt: "A watercolor fox reading a map at dawn", size: "1024x1024", quality: "low", reference_image_ids: [reference.id] };
     const submitted = await api.client.POST("/v1/generations", { body, params: { header: { "Idempotency-Key": key } } });
     generation = await unwrap(Promise.resolve(submitted));
     expect(submitted.response.status).toBe(202);
@@ -233,16 +233,19 @@ describe("the SPA story", () => {
       api.client.GET("/v1/generations/{id}/events", { params: { path: { id: generation.id } }, parseAs: "stream" }),
     );
     expect(stream).toBeTruthy();
-    const events = await readEvents(stream!);
+    // Each event is what the spec's GenerationEvent says: its name, and its data's schema.
+    const events = (await readEvents(stream!)).map(({ event, data }) => ({ event, data: JSON.parse(data) as unknown }) as Schemas["GenerationEvent"]);
+    for (const e of events) expect(validate(e, { $ref: "#/components/schemas/GenerationEvent" }), e.event).toEqual([]);
     const last = events.at(-1);
     expect(last?.event, JSON.stringify(events)).toBe("completed");
-    const done = JSON.parse(last!.data) as Schemas["GenerationView"];
+    if (last?.event !== "completed") throw new Error("unreachable");
+    const done = last.data;
     expect(done.id).toBe(generation.id);
     expect(done.status).toBe("succeeded");
     expect(done.provider).toBe("builtin");
     expect(done.images).toHaveLength(1);
-    for (const e of events.filter((e) => e.event === "status")) {
-      expect(["queued", "running", "succeeded"]).toContain((JSON.parse(e.data) as { status: string }).status);
+    for (const e of events) {
+      if (e.event === "status") expect(["queued", "running", "succeeded"]).toContain(e.data.status);
     }
 
     generation = await unwrap(api.client.GET("/v1/generations/{id}", { params: { path: { id: generation.id } } }));

@@ -70,3 +70,60 @@ async fn served_spec_and_swagger_ui_work_offline() {
         .unwrap();
     assert!(init.contains("/openapi.json"), "Swagger UI loads our spec");
 }
+
+/// The spec's enums for stored fields list exactly what the columns' CHECK constraints allow:
+/// those fields are read back as strings, so this is what keeps their `value_type` honest.
+#[tokio::test]
+async fn spec_enums_match_the_database_checks() {
+    let spec = serde_json::to_value(gptimage2::openapi::build()).unwrap();
+    let db = gptimage2_tests::fresh_database().await;
+    let client = db.client().await;
+    for (table, column, schema) in [
+        ("generations", "status", "GenerationStatus"),
+        ("generation_images", "format", "OutputFormat"),
+        ("reference_images", "content_type", "ImageContentType"),
+        ("webhook_deliveries", "status", "WebhookDeliveryStatus"),
+        ("exports", "status", "ExportStatus"),
+        ("sessions", "client", "ClientKind"),
+        ("sessions", "auth_method", "AuthMethod"),
+        ("identities", "provider", "OAuthProvider"),
+        ("credit_grants", "source", "GrantSource"),
+        ("ledger_entries", "kind", "LedgerEntryKind"),
+        ("billing_transactions", "kind", "TransactionKind"),
+        ("billing_transactions", "provider", "ProviderName"),
+        ("subscriptions", "provider", "ProviderName"),
+    ] {
+        let defs: Vec<String> = client
+            .query(
+                "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c
+                 JOIN pg_class t ON t.oid = c.conrelid
+                 WHERE t.relname = $1 AND c.contype = 'c'",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        // PostgreSQL prints `col IN ('a', 'b')` as `(col = ANY (ARRAY['a'::text, 'b'::text]))`.
+        let prefix = format!("({column} = ANY (ARRAY[");
+        let def = defs
+            .iter()
+            .find_map(|d| d.split_once(&prefix).map(|(_, rest)| rest))
+            .unwrap_or_else(|| panic!("no CHECK lists the values of {table}.{column}: {defs:?}"));
+        let allowed: Vec<&str> = def
+            .split(']')
+            .next()
+            .unwrap()
+            .split(", ")
+            .map(|v| v.trim_start_matches('\'').split('\'').next().unwrap())
+            .collect();
+        let declared: Vec<&str> = spec["components"]["schemas"][schema]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema} is not an enum"))
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(declared, allowed, "{schema} vs {table}.{column}");
+    }
+}

@@ -30,6 +30,7 @@ use crate::{
     mail,
     state::AppState,
     storage::{ObjectStore, StorageError},
+    wire_enum,
 };
 
 pub const KIND: &str = "export";
@@ -43,6 +44,17 @@ const FAILED_MESSAGE: &str = "The export could not be completed; please try agai
 
 pub fn object_key(user_id: Uuid, export_id: Uuid) -> String {
     format!("users/{user_id}/exports/{export_id}.zip")
+}
+
+wire_enum! {
+    /// Where an export is; `succeeded` and `failed` are final.
+    #[schema(example = "running")]
+    pub enum ExportStatus {
+        Queued = "queued",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+    }
 }
 
 /// A whole `exports` row.

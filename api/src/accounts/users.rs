@@ -36,6 +36,17 @@ pub struct CreditsSummary {
 
 /// A user's profile.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+    "email": "ada@example.com",
+    "email_verified": true,
+    "name": "Ada Lovelace",
+    "avatar_url": "https://images.example.com/ada.png",
+    "has_password": true,
+    "created_at": "2026-11-29T10:00:00Z",
+    "credits": { "balance": 120, "available": 100 },
+    "plan": "starter"
+}))]
 pub struct UserView {
     pub id: Uuid,
     #[schema(example = "ada@example.com")]

@@ -13,11 +13,13 @@ use crate::{
     db::schema::{refresh_tokens, sessions, users},
     error::ApiError,
     state::AppState,
+    wire_enum,
 };
 
 /// How the client keeps its refresh token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(example = "web")]
 pub enum ClientKind {
     /// Browser SPA: the refresh token lives in an HttpOnly cookie.
     #[default]
@@ -32,6 +34,16 @@ impl ClientKind {
             Self::Web => "web",
             Self::Mobile => "mobile",
         }
+    }
+}
+
+wire_enum! {
+    /// How a session was signed in.
+    #[schema(example = "password")]
+    pub enum AuthMethod {
+        Password = "password",
+        Google = "google",
+        Github = "github",
     }
 }
 
@@ -165,7 +177,7 @@ pub async fn rotate(
                         activity::record(
                             conn,
                             t.user_id,
-                            activity::kind::REFRESH_TOKEN_REUSED,
+                            activity::ActivityKind::RefreshTokenReused,
                             info,
                             serde_json::json!({ "session_id": t.session_id }),
                         )

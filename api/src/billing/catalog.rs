@@ -48,6 +48,16 @@ pub struct Pack {
 /// Plans and packs on sale.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "plans": [{
+        "id": "starter", "name": "Starter", "monthly_credits": 500, "price_cents": 900,
+        "currency": "usd", "stripe_price_id": "price_1Starter", "creem_product_id": "prod_starter"
+    }],
+    "packs": [{
+        "id": "pack_100", "name": "100 credits", "credits": 100, "price_cents": 500,
+        "currency": "usd", "stripe_price_id": "price_1Pack100"
+    }]
+}))]
 pub struct Catalog {
     pub plans: Vec<Plan>,
     pub packs: Vec<Pack>,

@@ -17,10 +17,20 @@ use crate::{
     credits::{GrantSource, ledger},
     db::schema::{billing_customers, billing_transactions, webhook_events},
     error::ApiError,
-    mail,
+    mail, wire_enum,
 };
 
 pub use provider::{CheckoutRequest, PaymentProvider};
+
+wire_enum! {
+    /// A billing transaction: a pack bought, a plan period paid, or money given back.
+    #[schema(example = "purchase")]
+    pub enum TransactionKind {
+        Purchase = "purchase",
+        Renewal = "renewal",
+        Refund = "refund",
+    }
+}
 
 /// Records a webhook event; false when it was already applied (a replay). Call inside the
 /// transaction that applies the event, so the record and the effect commit together.

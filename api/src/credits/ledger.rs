@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::db::schema::{
     credit_accounts, credit_grants, credit_hold_allocations, credit_holds, ledger_entries,
 };
+use crate::wire_enum;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreditError {
@@ -29,8 +30,10 @@ pub enum CreditError {
     Db(#[from] diesel::result::Error),
 }
 
+/// Where a grant's credits came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(example = "purchase")]
 pub enum GrantSource {
     Purchase,
     Subscription,
@@ -83,9 +86,24 @@ async fn move_balances(
     Ok(())
 }
 
+wire_enum! {
+    /// What a ledger entry records. `adjustment` is a manual correction (none is made by the
+    /// service itself).
+    #[schema(example = "capture")]
+    pub enum LedgerEntryKind {
+        Grant = "grant",
+        Hold = "hold",
+        Capture = "capture",
+        Release = "release",
+        Expiry = "expiry",
+        Refund = "refund",
+        Adjustment = "adjustment",
+    }
+}
+
 struct Entry<'a> {
     user_id: Uuid,
-    kind: &'a str,
+    kind: LedgerEntryKind,
     available_delta: i64,
     held_delta: i64,
     grant_id: Option<Uuid>,
@@ -98,7 +116,7 @@ async fn append(conn: &mut AsyncPgConnection, e: Entry<'_>) -> QueryResult<()> {
         .values((
             ledger_entries::id.eq(Uuid::now_v7()),
             ledger_entries::user_id.eq(e.user_id),
-            ledger_entries::kind.eq(e.kind),
+            ledger_entries::kind.eq(e.kind.as_str()),
             ledger_entries::available_delta.eq(e.available_delta),
             ledger_entries::held_delta.eq(e.held_delta),
             ledger_entries::grant_id.eq(e.grant_id),
@@ -144,7 +162,7 @@ pub async fn grant(conn: &mut AsyncPgConnection, g: NewGrant<'_>) -> Result<Uuid
             conn,
             Entry {
                 user_id: g.user_id,
-                kind: "grant",
+                kind: LedgerEntryKind::Grant,
                 available_delta: g.amount,
                 held_delta: 0,
                 grant_id: Some(id),
@@ -238,7 +256,7 @@ pub async fn hold(conn: &mut AsyncPgConnection, h: NewHold<'_>) -> Result<Uuid, 
             conn,
             Entry {
                 user_id: h.user_id,
-                kind: "hold",
+                kind: LedgerEntryKind::Hold,
                 available_delta: -h.amount,
                 held_delta: h.amount,
                 grant_id: None,
@@ -359,7 +377,7 @@ async fn settle(
                 conn,
                 Entry {
                     user_id,
-                    kind: "capture",
+                    kind: LedgerEntryKind::Capture,
                     available_delta: 0,
                     held_delta: -spent,
                     grant_id: None,
@@ -374,7 +392,7 @@ async fn settle(
                 conn,
                 Entry {
                     user_id,
-                    kind: "release",
+                    kind: LedgerEntryKind::Release,
                     available_delta: back,
                     held_delta: -back,
                     grant_id: None,
@@ -418,7 +436,7 @@ async fn expire_user(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult
             conn,
             Entry {
                 user_id,
-                kind: "expiry",
+                kind: LedgerEntryKind::Expiry,
                 available_delta: -remaining,
                 held_delta: 0,
                 grant_id: Some(grant_id),
@@ -489,7 +507,7 @@ pub async fn claw_back(
                 conn,
                 Entry {
                     user_id,
-                    kind: "refund",
+                    kind: LedgerEntryKind::Refund,
                     available_delta: -take,
                     held_delta: 0,
                     grant_id: Some(grant_id),

@@ -5,4 +5,5 @@ pub mod pricing;
 pub mod provider;
 pub mod reference_images;
 pub mod renderer;
+pub mod values;
 pub mod webhooks;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::values::{Background, Moderation, OutputFormat, Quality};
 use crate::error::FieldError;
 
 pub const MAX_PROMPT_CHARS: usize = 32_000;
@@ -13,6 +14,18 @@ pub const MAX_SIDE_PRODUCT: u32 = 3840 * 2160;
 /// What to generate. Mirrors the upstream gpt-image-2 Images API.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "prompt": "A watercolor fox reading a map at dawn",
+    "size": "1024x1024",
+    "quality": "medium",
+    "n": 1,
+    "background": "auto",
+    "output_format": "webp",
+    "output_compression": 80,
+    "moderation": "auto",
+    "reference_image_ids": [],
+    "webhook_url": "https://hooks.example.com/gptimage2"
+}))]
 pub struct GenerationRequest {
     /// What to draw; up to 32,000 characters.
     #[schema(
@@ -23,30 +36,32 @@ pub struct GenerationRequest {
     pub prompt: String,
     /// `auto` or `WIDTHxHEIGHT`: both multiples of 16, aspect between 1:3 and 3:1, at most 3840x2160 pixels.
     #[serde(default = "auto")]
-    #[schema(example = "1024x1024", default = "auto")]
+    #[schema(
+        example = "1024x1024",
+        default = "auto",
+        pattern = "^(auto|[0-9]+x[0-9]+)$"
+    )]
     pub size: String,
-    /// `low`, `medium`, `high` or `auto`.
+    // The options stay strings here so that `problems` names every bad field at once (serde
+    // would stop at the first); the schema lists the values they are checked against.
     #[serde(default = "auto")]
-    #[schema(example = "medium", default = "auto")]
+    #[schema(value_type = Quality, default = "auto")]
     pub quality: String,
     /// Number of images, 1–10.
     #[serde(default = "one")]
     #[schema(minimum = 1, maximum = 10, default = 1)]
     pub n: u32,
-    /// `transparent`, `opaque` or `auto`.
     #[serde(default = "auto")]
-    #[schema(example = "auto", default = "auto")]
+    #[schema(value_type = Background, default = "auto")]
     pub background: String,
-    /// `png`, `jpeg` or `webp`.
     #[serde(default = "png")]
-    #[schema(example = "png", default = "png")]
+    #[schema(value_type = OutputFormat, default = "png")]
     pub output_format: String,
     /// 0–100; only with `jpeg` or `webp`.
     #[schema(minimum = 0, maximum = 100)]
     pub output_compression: Option<u32>,
-    /// `auto` or `low`.
     #[serde(default = "auto")]
-    #[schema(example = "auto", default = "auto")]
+    #[schema(value_type = Moderation, default = "auto")]
     pub moderation: String,
     /// Up to 16 of your reference images; with any, the edits endpoint is used.
     #[serde(default)]
@@ -114,16 +129,16 @@ impl GenerationRequest {
         if let Err(message) = parse_size(&self.size) {
             bad("size", &message);
         }
-        if !["low", "medium", "high", "auto"].contains(&self.quality.as_str()) {
+        if Quality::parse(&self.quality).is_none() {
             bad("quality", "must be low, medium, high or auto");
         }
         if !(1..=10).contains(&self.n) {
             bad("n", "must be between 1 and 10");
         }
-        if !["transparent", "opaque", "auto"].contains(&self.background.as_str()) {
+        if Background::parse(&self.background).is_none() {
             bad("background", "must be transparent, opaque or auto");
         }
-        if !["png", "jpeg", "webp"].contains(&self.output_format.as_str()) {
+        if OutputFormat::parse(&self.output_format).is_none() {
             bad("output_format", "must be png, jpeg or webp");
         }
         if self.background == "transparent" && self.output_format == "jpeg" {
@@ -137,7 +152,7 @@ impl GenerationRequest {
                 bad("output_compression", "only applies to jpeg and webp output");
             }
         }
-        if !["auto", "low"].contains(&self.moderation.as_str()) {
+        if Moderation::parse(&self.moderation).is_none() {
             bad("moderation", "must be auto or low");
         }
         if self.reference_image_ids.len() > MAX_REFERENCES {

@@ -22,10 +22,21 @@ use crate::{
     db::schema::reference_images,
     error::ApiError,
     storage::{ObjectStore, StorageError, collect},
+    wire_enum,
 };
 
 /// JPEG re-encoding quality: visually lossless for references, far smaller than 100.
 pub const JPEG_QUALITY: u8 = 92;
+
+wire_enum! {
+    /// The media type of a stored reference image.
+    #[schema(example = "image/png")]
+    pub enum ImageContentType {
+        Png = "image/png",
+        Jpeg = "image/jpeg",
+        Webp = "image/webp",
+    }
+}
 
 /// The accepted formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,10 +62,11 @@ impl Format {
 
     pub fn content_type(self) -> &'static str {
         match self {
-            Self::Png => "image/png",
-            Self::Jpeg => "image/jpeg",
-            Self::Webp => "image/webp",
+            Self::Png => ImageContentType::Png,
+            Self::Jpeg => ImageContentType::Jpeg,
+            Self::Webp => ImageContentType::Webp,
         }
+        .as_str()
     }
 
     pub fn extension(self) -> &'static str {

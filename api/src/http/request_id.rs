@@ -13,6 +13,8 @@ use actix_web::{
 use crate::error::Problem;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+/// The longest client-chosen id kept; longer ones are replaced.
+pub const MAX_LEN: usize = 128;
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -27,7 +29,7 @@ pub fn current() -> Option<String> {
 pub struct RequestId(pub String);
 
 fn acceptable(id: &str) -> bool {
-    (1..=128).contains(&id.len())
+    (1..=MAX_LEN).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))

@@ -15,14 +15,16 @@ use crate::{
     error::{ApiError, Problem},
     jobs, mail,
     state::AppState,
+    wire_enum,
 };
 
 /// How recent a sign-in must be to stand in for a password (accounts without one).
 const RECENT_SIGN_IN: chrono::Duration = chrono::Duration::minutes(10);
-const ACTIVITY_KIND: &str = "account_deletion_requested";
 
+/// Proof that the account holder asks.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "password": "correct horse battery staple" }))]
 pub struct DeleteAccountRequest {
     /// The account's password; accounts without one (Google/GitHub only) leave it out and
     /// must have signed in within the last 10 minutes instead.
@@ -30,11 +32,17 @@ pub struct DeleteAccountRequest {
     pub password: Option<String>,
 }
 
+wire_enum! {
+    /// `scheduled`: the account is disabled and its erasure is under way.
+    pub enum DeletionStatus {
+        Scheduled = "scheduled",
+    }
+}
+
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({ "status": "scheduled" }))]
 pub struct DeletionScheduled {
-    /// Always `scheduled`: the account is disabled and its erasure is under way.
-    #[schema(example = "scheduled")]
-    pub status: &'static str,
+    pub status: DeletionStatus,
 }
 
 /// 403 with its own code, so a client knows to send the user through sign-in again.
@@ -130,7 +138,14 @@ pub async fn delete_me(
         .set(api_keys::revoked_at.eq(diesel::dsl::now))
         .execute(conn)
         .await?;
-        activity::record(conn, user.id, ACTIVITY_KIND, client, serde_json::json!({})).await?;
+        activity::record(
+            conn,
+            user.id,
+            activity::ActivityKind::AccountDeletionRequested,
+            client,
+            serde_json::json!({}),
+        )
+        .await?;
         let mail_id = mail::queue(
             conn,
             &user.email,
@@ -143,6 +158,6 @@ pub async fn delete_me(
     })
     .await?;
     Ok(HttpResponse::Accepted().json(DeletionScheduled {
-        status: "scheduled",
+        status: DeletionStatus::Scheduled,
     }))
 }

@@ -27,8 +27,10 @@ pub const MAX_DAILY_CREDIT_LIMIT: i64 = 1_000_000;
 /// Characters of the key kept in clear to recognise it: `gi2_` + 8.
 const PREFIX_LEN: usize = API_KEY_PREFIX.len() + 8;
 
+/// A new key's label, and the limits it is held to.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "name": "CI pipeline", "expires_at": "2027-06-01T00:00:00Z", "daily_credit_limit": 500 }))]
 pub struct CreateApiKeyRequest {
     /// A label to recognise the key by, e.g. where it is used.
     #[schema(min_length = 1, max_length = 100, example = "CI pipeline")]
@@ -44,6 +46,16 @@ pub struct CreateApiKeyRequest {
 
 /// A key as listed: never the secret.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+    "name": "CI pipeline",
+    "prefix": "gi2_Xy3kP9aQ",
+    "expires_at": "2027-06-01T00:00:00Z",
+    "daily_credit_limit": 500,
+    "last_used_at": "2026-11-29T12:30:00Z",
+    "created_at": "2026-11-29T10:00:00Z",
+    "expired": false
+}))]
 pub struct ApiKeyView {
     pub id: Uuid,
     #[schema(example = "CI pipeline")]
@@ -61,8 +73,21 @@ pub struct ApiKeyView {
     pub expired: bool,
 }
 
+/// A page of `ApiKeyView`s.
+pub type ApiKeyPage = Page<ApiKeyView>;
+
 /// A new key, with its secret: the only time it is shown.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+    "name": "CI pipeline",
+    "prefix": "gi2_Xy3kP9aQ",
+    "key": "gi2_Xy3kP9aQ7hVbN2mLwE5tR8uJcZ1oD4fG6sK0yHiAx",
+    "expires_at": "2027-06-01T00:00:00Z",
+    "daily_credit_limit": 500,
+    "created_at": "2026-11-29T10:00:00Z",
+    "last_used_at": null
+}))]
 pub struct CreatedApiKey {
     pub id: Uuid,
     #[schema(example = "CI pipeline")]
@@ -217,7 +242,7 @@ pub async fn create_api_key(
             activity::record(
                 conn,
                 user.id,
-                activity::kind::API_KEY_CREATED,
+                activity::ActivityKind::ApiKeyCreated,
                 client,
                 serde_json::json!({ "id": id, "name": name, "prefix": prefix }),
             )
@@ -259,7 +284,7 @@ pub async fn create_api_key(
     params(PageQuery),
     security(("bearer_jwt" = [])),
     responses(
-        (status = 200, description = "A page of keys, without their secrets", body = Page<ApiKeyView>),
+        (status = 200, description = "A page of keys, without their secrets", body = ApiKeyPage),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "API keys cannot list keys", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: bad `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
@@ -270,7 +295,7 @@ pub async fn list_api_keys(
     state: web::Data<AppState>,
     auth: SessionAuth,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<Page<ApiKeyView>>, ApiError> {
+) -> Result<web::Json<ApiKeyPage>, ApiError> {
     let limit = query.limit()?;
     let mut q = api_keys::table
         .filter(api_keys::user_id.eq(auth.user_id))
@@ -353,7 +378,7 @@ pub async fn revoke_api_key(
         activity::record(
             conn,
             auth.user_id,
-            activity::kind::API_KEY_REVOKED,
+            activity::ActivityKind::ApiKeyRevoked,
             client,
             serde_json::json!({ "id": id, "name": name, "prefix": prefix }),
         )

@@ -23,16 +23,40 @@ use crate::{
     error::{ApiError, FieldError, Problem},
     mail,
     state::AppState,
+    wire_enum,
 };
+
+wire_enum! {
+    /// How to send the access token: always `Authorization: Bearer <access_token>`.
+    pub enum TokenType {
+        Bearer = "Bearer",
+    }
+}
 
 /// Tokens handed out at sign-in and refresh.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "user": {
+        "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+        "email": "ada@example.com",
+        "email_verified": false,
+        "name": "Ada Lovelace",
+        "avatar_url": null,
+        "has_password": true,
+        "created_at": "2026-11-29T10:00:00Z",
+        "credits": { "balance": 0, "available": 0 },
+        "plan": null
+    },
+    "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkzYTFkMiJ9.c2lnbmF0dXJl",
+    "token_type": "Bearer",
+    "expires_in": 900,
+    "refresh_token": "Q2hhbmdlIG1lOiBhIG1vYmlsZSByZWZyZXNoIHRva2Vu"
+}))]
 pub struct AuthResponse {
     pub user: UserView,
     /// Send as `Authorization: Bearer <access_token>`.
     pub access_token: String,
-    #[schema(example = "Bearer")]
-    pub token_type: String,
+    pub token_type: TokenType,
     /// Seconds until `access_token` expires.
     #[schema(example = 900)]
     pub expires_in: i64,
@@ -58,7 +82,7 @@ fn respond(status: StatusCode, state: &AppState, user: UserView, issued: Issued)
     res.json(AuthResponse {
         user,
         access_token: issued.access_token,
-        token_type: "Bearer".into(),
+        token_type: TokenType::Bearer,
         expires_in: issued.expires_in,
         refresh_token,
     })
@@ -160,8 +184,16 @@ async fn queue_verification(
     Ok(())
 }
 
+/// A new account.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "email": "ada@example.com",
+    "password": "correct horse battery staple",
+    "name": "Ada Lovelace",
+    "client": "web",
+    "accept_terms": true
+}))]
 pub struct RegisterRequest {
     #[schema(format = "email", max_length = 254, example = "ada@example.com")]
     pub email: String,
@@ -258,7 +290,7 @@ pub async fn register(
             activity::record(
                 conn,
                 id,
-                activity::kind::SIGNED_UP,
+                activity::ActivityKind::SignedUp,
                 client,
                 serde_json::json!({}),
             )
@@ -281,8 +313,10 @@ pub async fn register(
     Ok(respond(StatusCode::CREATED, &state, view, issued))
 }
 
+/// A token from a mailed link.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "token": "k3PqV9sLw2XbN7mR4tYc8uZe1aDf6gHj" }))]
 pub struct TokenRequest {
     /// The token from the mailed link.
     #[schema(min_length = 1, max_length = 256)]
@@ -331,7 +365,7 @@ pub async fn verify_email(
             activity::record(
                 conn,
                 user_id,
-                activity::kind::EMAIL_VERIFIED,
+                activity::ActivityKind::EmailVerified,
                 client,
                 serde_json::json!({}),
             )
@@ -378,8 +412,14 @@ pub async fn resend_verification(
     Ok(HttpResponse::Accepted().finish())
 }
 
+/// Email and password.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "email": "ada@example.com",
+    "password": "correct horse battery staple",
+    "client": "mobile"
+}))]
 pub struct LoginRequest {
     #[schema(format = "email", max_length = 254, example = "ada@example.com")]
     pub email: String,
@@ -462,7 +502,7 @@ pub async fn login(
                 let recorded = activity::record(
                     &mut conn,
                     user.id,
-                    activity::kind::SIGN_IN_FAILED,
+                    activity::ActivityKind::SignInFailed,
                     &client,
                     serde_json::json!({}),
                 )
@@ -484,7 +524,7 @@ pub async fn login(
             activity::record(
                 conn,
                 user_id,
-                activity::kind::SIGNED_IN,
+                activity::ActivityKind::SignedIn,
                 client,
                 serde_json::json!({ "method": "password", "session_id": issued.session_id }),
             )
@@ -504,8 +544,10 @@ pub async fn login(
     Ok(respond(StatusCode::OK, &state, view, issued))
 }
 
+/// A mobile client's refresh token.
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "refresh_token": "Q2hhbmdlIG1lOiBhIG1vYmlsZSByZWZyZXNoIHRva2Vu" }))]
 pub struct RefreshRequest {
     /// Mobile clients send their refresh token here; browsers send none (the cookie is used).
     #[schema(max_length = 256)]
@@ -627,7 +669,7 @@ pub async fn logout(
         activity::record(
             &mut conn,
             user_id,
-            activity::kind::SIGNED_OUT,
+            activity::ActivityKind::SignedOut,
             &client,
             serde_json::json!({ "session_id": session_id }),
         )
@@ -638,8 +680,10 @@ pub async fn logout(
     Ok(res.finish())
 }
 
+/// The account to send a reset link to.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "email": "ada@example.com" }))]
 pub struct ForgotPasswordRequest {
     #[schema(format = "email", max_length = 254, example = "ada@example.com")]
     pub email: String,
@@ -692,7 +736,7 @@ pub async fn forgot_password(
                                         "minutes": state.config.auth.reset_token_ttl.as_secs() / 60, "ip": client.ip_key() }),
                 )
                 .await?;
-                activity::record(conn, user.id, activity::kind::PASSWORD_RESET_REQUESTED, client, serde_json::json!({})).await?;
+                activity::record(conn, user.id, activity::ActivityKind::PasswordResetRequested, client, serde_json::json!({})).await?;
                 Ok(())
         })
         .await?;
@@ -700,8 +744,13 @@ pub async fn forgot_password(
     Ok(HttpResponse::Accepted().finish())
 }
 
+/// The mailed reset token and the new password.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "token": "k3PqV9sLw2XbN7mR4tYc8uZe1aDf6gHj",
+    "password": "a new correct horse battery"
+}))]
 pub struct ResetPasswordRequest {
     #[schema(min_length = 1, max_length = 256)]
     pub token: String,
@@ -777,7 +826,7 @@ pub async fn reset_password(
                 .bind::<diesel::sql_types::Text, _>(&normalized)
                 .execute(conn)
                 .await?;
-            activity::record(conn, user.id, activity::kind::PASSWORD_RESET, client, serde_json::json!({})).await?;
+            activity::record(conn, user.id, activity::ActivityKind::PasswordReset, client, serde_json::json!({})).await?;
             mail::queue(conn, &user.email, "password_changed", serde_json::json!({ "name": user.name, "ip": client.ip_key() })).await?;
             Ok(())
     })

@@ -13,7 +13,7 @@ use crate::{
     accounts::users,
     analytics,
     auth::{Auth, SessionAuth},
-    billing::{self, CheckoutRequest, catalog::Catalog},
+    billing::{self, CheckoutRequest, TransactionKind, catalog::Catalog},
     db::schema::{billing_transactions, subscriptions},
     error::{ApiError, FieldError, Problem},
     pagination::{Page, PageQuery},
@@ -27,8 +27,10 @@ pub async fn catalog(state: web::Data<AppState>) -> web::Json<Catalog> {
     web::Json(state.config.billing.catalog.clone())
 }
 
+/// A payment provider.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
+#[schema(example = "stripe")]
 pub enum ProviderName {
     Stripe,
     Creem,
@@ -43,8 +45,15 @@ impl ProviderName {
     }
 }
 
+/// What to buy, with which provider, and where to come back to.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "provider": "stripe",
+    "item_id": "pack_100",
+    "success_url": "http://localhost:5173/billing/success",
+    "cancel_url": "http://localhost:5173/billing"
+}))]
 pub struct CheckoutBody {
     pub provider: ProviderName,
     /// A plan or pack id from the catalog.
@@ -58,6 +67,7 @@ pub struct CheckoutBody {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({ "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1B2c3D4" }))]
 pub struct CheckoutResponse {
     /// The provider's hosted checkout page.
     pub checkout_url: String,
@@ -132,13 +142,16 @@ pub async fn checkout(
     Ok(web::Json(CheckoutResponse { checkout_url }))
 }
 
+/// The provider whose portal to open.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "provider": "stripe" }))]
 pub struct PortalBody {
     pub provider: ProviderName,
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({ "url": "https://billing.stripe.com/p/session/test_YWNjdF8x" }))]
 pub struct PortalResponse {
     /// The provider's page to manage the subscription and payment methods.
     pub url: String,
@@ -181,9 +194,10 @@ pub struct SubscriptionView {
     /// The plan id from the catalog.
     #[schema(example = "starter")]
     pub plan: String,
-    #[schema(example = "stripe")]
+    #[schema(value_type = ProviderName)]
     pub provider: String,
-    /// The provider's status, e.g. `active`, `past_due`, `canceled`.
+    /// The provider's own status, passed through (so not a closed set here): e.g. `active`,
+    /// `past_due`, `canceled`, `expired`.
     #[schema(example = "active")]
     pub status: String,
     /// End of the paid period: the next renewal, or the end when canceling.
@@ -192,6 +206,15 @@ pub struct SubscriptionView {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "subscription": {
+        "plan": "starter",
+        "provider": "stripe",
+        "status": "active",
+        "renews_at": "2026-12-29T10:00:00Z",
+        "cancel_at_period_end": false
+    }
+}))]
 pub struct SubscriptionResponse {
     /// The current subscription; null when there is none.
     pub subscription: Option<SubscriptionView>,
@@ -246,12 +269,23 @@ pub async fn subscription(
 
 /// A purchase, renewal or refund, with what a receipt shows.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+    "kind": "purchase",
+    "provider": "stripe",
+    "provider_reference": "cs_test_a1B2c3D4",
+    "item_id": "pack_100",
+    "amount_cents": 500,
+    "currency": "usd",
+    "credits": 100,
+    "credits_lost": 0,
+    "created_at": "2026-11-29T10:00:00Z"
+}))]
 pub struct TransactionView {
     pub id: Uuid,
-    /// `purchase`, `renewal` or `refund`.
-    #[schema(example = "purchase")]
+    #[schema(value_type = TransactionKind)]
     pub kind: String,
-    #[schema(example = "stripe")]
+    #[schema(value_type = ProviderName)]
     pub provider: String,
     /// The provider's reference (checkout session, invoice, order or refund id).
     pub provider_reference: String,
@@ -268,6 +302,9 @@ pub struct TransactionView {
     pub credits_lost: i64,
     pub created_at: DateTime<Utc>,
 }
+
+/// A page of `TransactionView`s.
+pub type TransactionPage = Page<TransactionView>;
 
 type TransactionRow = (
     Uuid,
@@ -289,7 +326,7 @@ type TransactionRow = (
     params(PageQuery),
     security(("bearer_jwt" = []), ("api_key" = [])),
     responses(
-        (status = 200, description = "A page of transactions", body = Page<TransactionView>),
+        (status = 200, description = "A page of transactions", body = TransactionPage),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: bad `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
     )
@@ -299,7 +336,7 @@ pub async fn transactions(
     state: web::Data<AppState>,
     auth: Auth,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<Page<TransactionView>>, ApiError> {
+) -> Result<web::Json<TransactionPage>, ApiError> {
     let limit = query.limit()?;
     let mut q = billing_transactions::table
         .filter(billing_transactions::user_id.eq(auth.user_id))

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::Auth,
-    credits::ledger,
+    credits::ledger::{self, GrantSource, LedgerEntryKind},
     db::schema::{credit_grants, ledger_entries},
     error::{ApiError, Problem},
     pagination::{Page, PageQuery},
@@ -21,8 +21,7 @@ use crate::{
 #[derive(Serialize, ToSchema)]
 pub struct GrantView {
     pub id: Uuid,
-    /// `purchase`, `subscription`, `promotion`, `admin` or `refund_reversal`.
-    #[schema(example = "purchase")]
+    #[schema(value_type = GrantSource)]
     pub source: String,
     #[schema(example = 500)]
     pub amount: i64,
@@ -34,6 +33,19 @@ pub struct GrantView {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "balance": 340,
+    "held": 20,
+    "available": 320,
+    "grants": [{
+        "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+        "source": "subscription",
+        "amount": 500,
+        "remaining": 320,
+        "expires_at": "2026-12-31T00:00:00Z",
+        "created_at": "2026-11-29T10:00:00Z"
+    }]
+}))]
 pub struct CreditsView {
     /// `available + held`.
     #[schema(example = 340)]
@@ -108,10 +120,19 @@ pub async fn get_credits(
 
 /// One change to the balances.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a1d2-9b51-7d22-83a4-6e7f8a9b0c1d",
+    "kind": "hold",
+    "available_delta": -4,
+    "held_delta": 4,
+    "grant_id": null,
+    "hold_id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c",
+    "description": "generation",
+    "created_at": "2026-11-29T10:00:09Z"
+}))]
 pub struct LedgerEntryView {
     pub id: Uuid,
-    /// `grant`, `hold`, `capture`, `release`, `expiry`, `refund` or `adjustment`.
-    #[schema(example = "capture")]
+    #[schema(value_type = LedgerEntryKind)]
     pub kind: String,
     /// Change to the available credits.
     #[schema(example = 0)]
@@ -125,6 +146,9 @@ pub struct LedgerEntryView {
     pub description: String,
     pub created_at: DateTime<Utc>,
 }
+
+/// A page of `LedgerEntryView`s.
+pub type LedgerEntryPage = Page<LedgerEntryView>;
 
 type EntryRow = (
     Uuid,
@@ -144,7 +168,7 @@ type EntryRow = (
     params(PageQuery),
     security(("bearer_jwt" = []), ("api_key" = [])),
     responses(
-        (status = 200, description = "A page of ledger entries", body = Page<LedgerEntryView>),
+        (status = 200, description = "A page of ledger entries", body = LedgerEntryPage),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: bad `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
     )
@@ -154,7 +178,7 @@ pub async fn list_ledger(
     state: web::Data<AppState>,
     auth: Auth,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<Page<LedgerEntryView>>, ApiError> {
+) -> Result<web::Json<LedgerEntryPage>, ApiError> {
     let limit = query.limit()?;
     let mut q = ledger_entries::table
         .filter(ledger_entries::user_id.eq(auth.user_id))

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    accounts::export::{self, ExportRow},
+    accounts::export::{self, ExportRow, ExportStatus},
     auth::SessionAuth,
     db::schema::exports,
     error::{ApiError, Problem},
@@ -21,10 +21,20 @@ use crate::{
 
 /// A personal-data export.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+    "status": "succeeded",
+    "progress": 100,
+    "download_url": "https://files.gptimage2.dev/users/0193a1d2/exports/0193a1d2.zip?expires=1765000000&signature=4be1",
+    "expires_at": "2026-12-06T10:00:00Z",
+    "bytes": 5242880,
+    "error": null,
+    "created_at": "2026-11-29T10:00:00Z",
+    "finished_at": "2026-11-29T10:00:30Z"
+}))]
 pub struct ExportView {
     pub id: Uuid,
-    /// `queued`, `running`, `succeeded` or `failed`.
-    #[schema(example = "running")]
+    #[schema(value_type = ExportStatus)]
     pub status: String,
     /// 0–100; 100 once the archive is ready.
     #[schema(example = 40)]
@@ -40,6 +50,9 @@ pub struct ExportView {
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
+
+/// A page of `ExportView`s.
+pub type ExportPage = Page<ExportView>;
 
 async fn view(state: &AppState, row: ExportRow) -> Result<ExportView, ApiError> {
     let url = export::download_url(state.store.as_ref(), &row)
@@ -123,7 +136,7 @@ pub async fn create_export(
     params(PageQuery),
     security(("bearer_jwt" = [])),
     responses(
-        (status = 200, description = "A page of exports", body = Page<ExportView>),
+        (status = 200, description = "A page of exports", body = ExportPage),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "API keys cannot list exports", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: bad `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
@@ -134,7 +147,7 @@ pub async fn list_exports(
     state: web::Data<AppState>,
     auth: SessionAuth,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<Page<ExportView>>, ApiError> {
+) -> Result<web::Json<ExportPage>, ApiError> {
     let limit = query.limit()?;
     let mut q = exports::table
         .filter(exports::user_id.eq(auth.user_id))

@@ -20,6 +20,7 @@ use crate::{
         job::{self, finish_unsuccessfully},
         params::{GenerationRequest, parse_size},
         pricing,
+        values::{GenerationProvider, GenerationStatus, OutputFormat, WebhookDeliveryStatus},
     },
     jobs::{self, NewJob},
     pagination::{Page, PageQuery},
@@ -37,8 +38,7 @@ pub struct ImageView {
     pub width: i32,
     #[schema(example = 1024)]
     pub height: i32,
-    /// `png`, `jpeg` or `webp`.
-    #[schema(example = "png")]
+    #[schema(value_type = OutputFormat)]
     pub format: String,
     #[schema(example = 1_048_576)]
     pub bytes: i64,
@@ -56,8 +56,7 @@ pub struct GenerationError {
 pub struct WebhookDeliveryView {
     /// Also the `webhook-id` header, the same on every retry.
     pub id: Uuid,
-    /// `pending` (being tried), `delivered` or `failed` (gave up, or refused).
-    #[schema(example = "delivered")]
+    #[schema(value_type = WebhookDeliveryStatus)]
     pub status: String,
     #[schema(example = 1)]
     pub attempts: i32,
@@ -70,17 +69,47 @@ pub struct WebhookDeliveryView {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
+/// A generation: its request, status, price and, once it succeeded, its images.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+    "status": "succeeded",
+    "prompt": "A watercolor fox reading a map at dawn",
+    "params": {
+        "prompt": "A watercolor fox reading a map at dawn",
+        "size": "1024x1024",
+        "quality": "medium",
+        "n": 1,
+        "background": "auto",
+        "output_format": "png",
+        "moderation": "auto",
+        "reference_image_ids": []
+    },
+    "provider": "builtin",
+    "cost_credits": 4,
+    "images": [{
+        "id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c",
+        "url": "https://files.gptimage2.dev/users/0193a1d2/generations/0193a1d2/0.png?expires=1764400000&signature=9f2c",
+        "url_expires_at": "2026-11-29T10:15:00Z",
+        "width": 1024,
+        "height": 1024,
+        "format": "png",
+        "bytes": 1048576
+    }],
+    "error": null,
+    "created_at": "2026-11-29T10:00:00Z",
+    "started_at": "2026-11-29T10:00:01Z",
+    "finished_at": "2026-11-29T10:00:09Z",
+    "webhook_deliveries": []
+}))]
 pub struct GenerationView {
     pub id: Uuid,
-    /// `queued`, `running`, `succeeded`, `failed` or `canceled`.
-    #[schema(example = "queued")]
+    #[schema(value_type = GenerationStatus)]
     pub status: String,
     pub prompt: String,
     /// The parameters as submitted.
     pub params: GenerationRequest,
-    /// `builtin` (the built-in renderer) or `openai`.
-    #[schema(example = "builtin")]
+    #[schema(value_type = GenerationProvider)]
     pub provider: String,
     #[schema(example = 4)]
     pub cost_credits: i64,
@@ -216,7 +245,7 @@ async fn views(
     Ok(out)
 }
 
-async fn load_one(
+pub(super) async fn load_one(
     conn: &mut AsyncPgConnection,
     state: &AppState,
     user_id: Uuid,
@@ -289,7 +318,8 @@ fn check_webhook_url(state: &AppState, raw: &str) -> Option<FieldError> {
     request_body = GenerationRequest,
     security(("bearer_jwt" = []), ("api_key" = [])),
     responses(
-        (status = 202, description = "Queued", body = GenerationView),
+        (status = 202, description = "Queued; follow it at the `Location` (or its `/events`)", body = GenerationView,
+            headers(("Location" = String, description = "The generation"))),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`insufficient_credits`, or `daily_credit_limit_exceeded` for an API key; nothing changed", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: each invalid field named", body = Problem, content_type = "application/problem+json"),
@@ -430,11 +460,14 @@ pub async fn create(
         .json(view))
 }
 
+/// A page of generations.
+pub type GenerationPage = Page<GenerationView>;
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only generations in this status.
-    #[param(example = "succeeded")]
+    /// Only generations in this status. A string here, so a bad value is a 422 naming `status`.
+    #[param(value_type = Option<GenerationStatus>)]
     pub status: Option<String>,
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
@@ -449,7 +482,7 @@ pub struct ListQuery {
     params(ListQuery),
     security(("bearer_jwt" = []), ("api_key" = [])),
     responses(
-        (status = 200, description = "A page of generations", body = Page<GenerationView>),
+        (status = 200, description = "A page of generations", body = GenerationPage),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: bad `status`, `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
     )
@@ -459,7 +492,7 @@ pub async fn list(
     state: web::Data<AppState>,
     auth: Auth,
     query: web::Query<ListQuery>,
-) -> Result<web::Json<Page<GenerationView>>, ApiError> {
+) -> Result<web::Json<GenerationPage>, ApiError> {
     let query = query.into_inner();
     let page = PageQuery {
         limit: query.limit,
@@ -470,13 +503,13 @@ pub async fn list(
         .filter(generations::user_id.eq(auth.user_id))
         .into_boxed();
     if let Some(status) = query.status {
-        if !["queued", "running", "succeeded", "failed", "canceled"].contains(&status.as_str()) {
+        let Some(status) = GenerationStatus::parse(&status) else {
             return Err(ApiError::validation(
                 "status",
                 "must be queued, running, succeeded, failed or canceled",
             ));
-        }
-        q = q.filter(generations::status.eq(status));
+        };
+        q = q.filter(generations::status.eq(status.as_str()));
     }
     if let Some(after) = page.after()? {
         q = q.filter(generations::id.lt(after));
@@ -638,6 +671,12 @@ pub async fn image_content(
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "sizes": [
+        { "size": "1024x1024", "low": 1, "medium": 4, "high": 16, "auto": 4 },
+        { "size": "1536x1024", "low": 2, "medium": 6, "high": 24, "auto": 6 }
+    ]
+}))]
 pub struct PricingView {
     /// Credits per image; a request costs this × `n`. Other sizes scale with their pixels.
     pub sizes: Vec<pricing::PriceRow>,
@@ -650,176 +689,4 @@ pub async fn pricing_table() -> web::Json<PricingView> {
     web::Json(PricingView {
         sizes: pricing::table(),
     })
-}
-
-/// Follow a generation as Server-Sent Events: a `status` event on every change,
-/// `partial_image` (`{index, url}`) for each partial image a streaming model sends, then
-/// `completed` (the full generation, with image links), `failed` or `canceled`, and the
-/// stream ends. A comment line every 15 s keeps proxies from closing an idle stream.
-#[utoipa::path(
-    tag = "generations",
-    operation_id = "streamGenerationEvents",
-    params(("id" = Uuid, Path, description = "Generation id")),
-    security(("bearer_jwt" = []), ("api_key" = [])),
-    responses(
-        (status = 200, description = "`text/event-stream`: events `status` (`{\"status\": …}`), `partial_image` (`{\"index\": …, \"url\": …}`), then `completed` (the generation), `failed` or `canceled`", body = String, content_type = "text/event-stream"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such generation of yours", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-#[get("/v1/generations/{id}/events")]
-pub async fn events(
-    state: web::Data<AppState>,
-    auth: Auth,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    // Ownership is checked before the stream starts, so a stranger gets a plain 404.
-    let mut conn = state.pool.get().await?;
-    load_one(&mut conn, &state, auth.user_id, id).await?;
-    drop(conn);
-    struct Follow {
-        state: web::Data<AppState>,
-        user_id: Uuid,
-        id: Uuid,
-        last: Option<String>,
-        /// The next partial image index to send.
-        next_partial: i32,
-        done: bool,
-        idle: std::time::Duration,
-    }
-    let start = Follow {
-        state,
-        user_id: auth.user_id,
-        id,
-        last: None,
-        next_partial: 0,
-        done: false,
-        idle: std::time::Duration::ZERO,
-    };
-    let stream = futures::stream::unfold(start, |mut f| async move {
-        if f.done {
-            return None;
-        }
-        loop {
-            let view = match f.state.pool.get().await {
-                Ok(mut conn) => load_one(&mut conn, &f.state, f.user_id, f.id).await,
-                Err(e) => Err(e.into()),
-            };
-            let view = match view {
-                Ok(view) => view,
-                Err(ApiError::NotFound) => {
-                    f.done = true;
-                    return Some((
-                        Ok::<_, actix_web::Error>(sse(
-                            "deleted",
-                            &serde_json::json!({ "id": f.id }),
-                        )),
-                        f,
-                    ));
-                }
-                // A passing database error: try again on the next tick.
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            // Partial images first, so a stream opened late still shows them before the end.
-            let partials = match f.state.pool.get().await {
-                Ok(mut conn) => new_partials(&mut conn, &f.state, f.id, f.next_partial)
-                    .await
-                    .unwrap_or_default(),
-                Err(_) => Vec::new(),
-            };
-            if !partials.is_empty() {
-                f.next_partial = partials
-                    .iter()
-                    .map(|p| p.index + 1)
-                    .max()
-                    .unwrap_or(f.next_partial);
-                f.idle = std::time::Duration::ZERO;
-                let frames: String = partials.iter().map(|p| sse("partial_image", p)).collect();
-                return Some((Ok(frames), f));
-            }
-            if f.last.as_deref() != Some(view.status.as_str()) {
-                f.last = Some(view.status.clone());
-                f.idle = std::time::Duration::ZERO;
-                let terminal = matches!(view.status.as_str(), "succeeded" | "failed" | "canceled");
-                let frame = if terminal {
-                    f.done = true;
-                    let name = if view.status == "succeeded" {
-                        "completed"
-                    } else {
-                        view.status.as_str()
-                    };
-                    format!(
-                        "{}{}",
-                        sse("status", &serde_json::json!({ "status": view.status })),
-                        sse(name, &view)
-                    )
-                } else {
-                    sse("status", &serde_json::json!({ "status": view.status }))
-                };
-                return Some((Ok(frame), f));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            f.idle += std::time::Duration::from_millis(250);
-            if f.idle >= std::time::Duration::from_secs(15) {
-                f.idle = std::time::Duration::ZERO;
-                return Some((Ok(": keep-alive\n\n".to_string()), f));
-            }
-        }
-    });
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(futures::StreamExt::map(stream, |r| {
-            r.map(actix_web::web::Bytes::from)
-        })))
-}
-
-/// A partial image the model streamed, as sent in a `partial_image` event.
-#[derive(Serialize)]
-struct PartialImage {
-    index: i32,
-    /// A short-lived signed link to the partial image.
-    url: String,
-}
-
-async fn new_partials(
-    conn: &mut AsyncPgConnection,
-    state: &AppState,
-    generation_id: Uuid,
-    from: i32,
-) -> Result<Vec<PartialImage>, ApiError> {
-    use crate::db::schema::generation_partials;
-    let rows: Vec<(i32, String)> = generation_partials::table
-        .filter(generation_partials::generation_id.eq(generation_id))
-        .filter(generation_partials::idx.ge(from))
-        .order(generation_partials::idx)
-        .select((generation_partials::idx, generation_partials::object_key))
-        .load(conn)
-        .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (index, key) in rows {
-        let url = state
-            .store
-            .signed_get_url(&key, state.config.signed_url_ttl)
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
-        out.push(PartialImage {
-            index,
-            url: url.to_string(),
-        });
-    }
-    Ok(out)
-}
-
-/// One Server-Sent Event frame.
-fn sse(event: &str, data: &impl Serialize) -> String {
-    format!(
-        "event: {event}\ndata: {}\n\n",
-        serde_json::to_string(data).unwrap_or_else(|_| "{}".into())
-    )
 }

@@ -17,6 +17,12 @@ use crate::{
 
 /// A linked Google or GitHub login.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "provider": "google",
+    "email": "ada@example.com",
+    "created_at": "2026-11-29T10:00:00Z",
+    "last_used_at": "2026-11-29T12:30:00Z"
+}))]
 pub struct IdentityView {
     pub provider: Provider,
     /// The email the provider reported at the latest sign-in.
@@ -26,6 +32,9 @@ pub struct IdentityView {
     pub last_used_at: DateTime<Utc>,
 }
 
+/// A page of `IdentityView`s.
+pub type IdentityPage = Page<IdentityView>;
+
 type IdentityRow = (String, Option<String>, DateTime<Utc>, DateTime<Utc>);
 
 /// Linked Google/GitHub logins (at most one per provider, so always a single page).
@@ -34,7 +43,7 @@ type IdentityRow = (String, Option<String>, DateTime<Utc>, DateTime<Utc>);
     operation_id = "listIdentities",
     security(("bearer_jwt" = []), ("api_key" = [])),
     responses(
-        (status = 200, description = "The linked logins, oldest first; `next_cursor` is always null", body = Page<IdentityView>),
+        (status = 200, description = "The linked logins, oldest first; `next_cursor` is always null", body = IdentityPage),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -42,7 +51,7 @@ type IdentityRow = (String, Option<String>, DateTime<Utc>, DateTime<Utc>);
 pub async fn list_identities(
     state: web::Data<AppState>,
     auth: Auth,
-) -> Result<web::Json<Page<IdentityView>>, ApiError> {
+) -> Result<web::Json<IdentityPage>, ApiError> {
     let mut conn = state.pool.get().await?;
     let rows: Vec<IdentityRow> = identities::table
         .filter(identities::user_id.eq(auth.user_id))
@@ -136,7 +145,7 @@ pub async fn unlink_identity(
         activity::record(
             conn,
             auth.user_id,
-            activity::kind::IDENTITY_UNLINKED,
+            activity::ActivityKind::IdentityUnlinked,
             client,
             serde_json::json!({ "provider": provider.as_str() }),
         )

@@ -10,7 +10,12 @@ use uuid::Uuid;
 
 use crate::{
     accounts::{UserView, consents, users},
-    auth::{Auth, ClientInfo, SessionAuth, activity, password, sessions},
+    auth::{
+        Auth, ClientInfo, SessionAuth,
+        activity::{self, ActivityKind},
+        password,
+        sessions::{self, AuthMethod, ClientKind},
+    },
     db::schema::{activity_events, sessions as sessions_t, users as users_t},
     error::{ApiError, FieldError, Problem},
     mail,
@@ -38,8 +43,10 @@ pub async fn get_me(
     Ok(web::Json(UserView::load(&mut conn, &user).await?))
 }
 
+/// The profile fields to change; absent ones are kept.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "name": "Ada King", "avatar_url": "https://images.example.com/ada.png" }))]
 pub struct UpdateMeRequest {
     #[schema(min_length = 1, max_length = 100, example = "Ada King")]
     pub name: Option<String>,
@@ -127,7 +134,7 @@ pub async fn update_me(
             activity::record(
                 conn,
                 auth.user_id,
-                activity::kind::PROFILE_UPDATED,
+                ActivityKind::ProfileUpdated,
                 client,
                 serde_json::json!({ "fields": fields }),
             )
@@ -138,8 +145,13 @@ pub async fn update_me(
     Ok(web::Json(UserView::load(&mut conn, &user).await?))
 }
 
+/// A new password, and the current one when the account has one.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "current_password": "correct horse battery staple",
+    "password": "a brand new horse battery"
+}))]
 pub struct ChangePasswordRequest {
     /// Required when the account has a password; Google/GitHub-only accounts set their first one without it.
     #[schema(max_length = 1024)]
@@ -209,7 +221,7 @@ pub async fn change_password(
         activity::record(
             conn,
             user.id,
-            activity::kind::PASSWORD_CHANGED,
+            ActivityKind::PasswordChanged,
             client,
             serde_json::json!({}),
         )
@@ -229,13 +241,22 @@ pub async fn change_password(
 
 /// One signed-in device.
 #[derive(Serialize, ToSchema, Queryable)]
+#[schema(example = json!({
+    "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+    "client": "web",
+    "auth_method": "password",
+    "ip": "203.0.113.7",
+    "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15",
+    "last_ip": "203.0.113.7",
+    "created_at": "2026-11-29T10:00:00Z",
+    "last_used_at": "2026-11-29T12:30:00Z",
+    "current": true
+}))]
 pub struct SessionView {
     pub id: Uuid,
-    /// `web` or `mobile`.
-    #[schema(example = "web")]
+    #[schema(value_type = ClientKind)]
     pub client: String,
-    /// `password`, `google` or `github`.
-    #[schema(example = "password")]
+    #[schema(value_type = AuthMethod)]
     pub auth_method: String,
     /// Address at sign-in.
     pub ip: Option<String>,
@@ -248,6 +269,9 @@ pub struct SessionView {
     #[diesel(skip_insertion)]
     pub current: bool,
 }
+
+/// A page of `SessionView`s.
+pub type SessionPage = Page<SessionView>;
 
 type SessionRow = (
     Uuid,
@@ -267,7 +291,7 @@ type SessionRow = (
     params(PageQuery),
     security(("bearer_jwt" = [])),
     responses(
-        (status = 200, description = "A page of sessions", body = Page<SessionView>),
+        (status = 200, description = "A page of sessions", body = SessionPage),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "API keys cannot list sessions", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: bad `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
@@ -278,7 +302,7 @@ pub async fn list_sessions(
     state: web::Data<AppState>,
     auth: SessionAuth,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<Page<SessionView>>, ApiError> {
+) -> Result<web::Json<SessionPage>, ApiError> {
     let limit = query.limit()?;
     let mut q = sessions_t::table
         .filter(sessions_t::user_id.eq(auth.user_id))
@@ -350,7 +374,7 @@ pub async fn revoke_session(
     activity::record(
         &mut conn,
         auth.user_id,
-        activity::kind::SESSION_REVOKED,
+        ActivityKind::SessionRevoked,
         &client,
         serde_json::json!({ "session_id": id }),
     )
@@ -360,10 +384,17 @@ pub async fn revoke_session(
 
 /// One security event.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+    "kind": "session_revoked",
+    "ip": "203.0.113.7",
+    "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15",
+    "details": { "session_id": "0193a1d2-8a40-7c11-b2f3-5d6e7f8a9b0c" },
+    "created_at": "2026-11-29T10:00:00Z"
+}))]
 pub struct ActivityView {
     pub id: Uuid,
-    /// e.g. `signed_in`, `sign_in_failed`, `password_changed`, `api_key_created`, `session_revoked`.
-    #[schema(example = "signed_in")]
+    #[schema(value_type = ActivityKind)]
     pub kind: String,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
@@ -371,6 +402,9 @@ pub struct ActivityView {
     pub details: serde_json::Value,
     pub created_at: DateTime<Utc>,
 }
+
+/// A page of `ActivityView`s.
+pub type ActivityPage = Page<ActivityView>;
 
 type ActivityRow = (
     Uuid,
@@ -388,7 +422,7 @@ type ActivityRow = (
     params(PageQuery),
     security(("bearer_jwt" = []), ("api_key" = [])),
     responses(
-        (status = 200, description = "A page of events, newest first", body = Page<ActivityView>),
+        (status = 200, description = "A page of events, newest first", body = ActivityPage),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: bad `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
     )
@@ -398,7 +432,7 @@ pub async fn list_activity(
     state: web::Data<AppState>,
     auth: Auth,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<Page<ActivityView>>, ApiError> {
+) -> Result<web::Json<ActivityPage>, ApiError> {
     let limit = query.limit()?;
     let mut q = activity_events::table
         .filter(activity_events::user_id.eq(auth.user_id))
@@ -437,6 +471,16 @@ pub async fn list_activity(
 
 /// The current consent choice and its dated history.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "analytics": true,
+    "marketing": false,
+    "policy_version": "2026-11-01",
+    "updated_at": "2026-11-29T10:00:00Z",
+    "history": [
+        { "analytics": true, "marketing": false, "policy_version": "2026-11-01", "ip": "203.0.113.7", "created_at": "2026-11-29T10:00:00Z" },
+        { "analytics": false, "marketing": false, "policy_version": "2026-11-01", "ip": "203.0.113.7", "created_at": "2026-11-28T09:00:00Z" }
+    ]
+}))]
 pub struct ConsentsView {
     /// Product analytics (off unless granted).
     pub analytics: bool,
@@ -488,8 +532,10 @@ pub async fn get_consents(
     ))
 }
 
+/// The consent choice, both parts at once.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "analytics": true, "marketing": false }))]
 pub struct UpdateConsentsRequest {
     pub analytics: bool,
     pub marketing: bool,
@@ -533,7 +579,7 @@ pub async fn update_consents(
             activity::record(
                 conn,
                 auth.user_id,
-                activity::kind::CONSENT_CHANGED,
+                ActivityKind::ConsentChanged,
                 client,
                 serde_json::json!({ "analytics": body.analytics, "marketing": body.marketing }),
             )
@@ -546,6 +592,11 @@ pub async fn update_consents(
 
 /// The privacy policy in force.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "version": "2026-11-01",
+    "updated_at": "2026-11-01T00:00:00Z",
+    "url": "https://gptimage2.dev/legal/privacy"
+}))]
 pub struct PrivacyPolicy {
     #[schema(example = "2026-11-01")]
     pub version: String,

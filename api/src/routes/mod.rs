@@ -8,6 +8,7 @@ pub mod billing;
 pub mod credits;
 pub mod exports;
 pub mod files;
+pub mod generation_events;
 pub mod generations;
 pub mod identities;
 pub mod me;
@@ -76,7 +77,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(generations::create)
         .service(generations::list)
         .service(generations::get)
-        .service(generations::events)
+        .service(generation_events::events)
         .service(generations::cancel)
         .service(generations::remove)
         .service(generations::image_content);

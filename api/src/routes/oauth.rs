@@ -470,7 +470,7 @@ async fn resolve_and_sign_in(
     activity::record(
         conn,
         user_id,
-        activity::kind::SIGNED_IN,
+        activity::ActivityKind::SignedIn,
         client,
         serde_json::json!({ "method": method, "session_id": issued.session_id }),
     )
@@ -540,7 +540,7 @@ async fn link(
     activity::record(
         conn,
         user.id,
-        activity::kind::IDENTITY_LINKED,
+        activity::ActivityKind::IdentityLinked,
         client,
         details,
     )
@@ -594,7 +594,7 @@ async fn create(
     activity::record(
         conn,
         id,
-        activity::kind::SIGNED_UP,
+        activity::ActivityKind::SignedUp,
         client,
         serde_json::json!({ "method": provider.as_str() }),
     )

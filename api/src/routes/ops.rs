@@ -7,15 +7,21 @@ use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{error::ApiError, state::AppState};
+use crate::{error::ApiError, state::AppState, wire_enum};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
+wire_enum! {
+    /// `ok`: the only status a healthy answer has (an unhealthy one is a problem document).
+    pub enum HealthStatus {
+        Ok = "ok",
+    }
+}
+
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({ "status": "ok" }))]
 pub struct Health {
-    /// Always `ok` when the process answers.
-    #[schema(example = "ok")]
-    pub status: String,
+    pub status: HealthStatus,
 }
 
 /// Liveness: the process is up. Checks nothing else.
@@ -23,14 +29,15 @@ pub struct Health {
 #[get("/healthz")]
 pub async fn healthz() -> web::Json<Health> {
     web::Json(Health {
-        status: "ok".into(),
+        status: HealthStatus::Ok,
     })
 }
 
+/// Ready: every component answered (otherwise the answer is a 503 problem).
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({ "status": "ok", "checks": { "database": "ok", "object_store": "ok" } }))]
 pub struct Readiness {
-    #[schema(example = "ok")]
-    pub status: String,
+    pub status: HealthStatus,
     pub checks: ReadinessChecks,
 }
 
@@ -69,7 +76,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     .collect();
     if failed.is_empty() {
         return Ok(HttpResponse::Ok().json(Readiness {
-            status: "ok".into(),
+            status: HealthStatus::Ok,
             checks,
         }));
     }

@@ -15,7 +15,7 @@ use crate::{
     auth::Auth,
     db::schema::reference_images,
     error::{ApiError, Problem},
-    generations::reference_images::{self as refs, ReferenceImage},
+    generations::reference_images::{self as refs, ImageContentType, ReferenceImage},
     pagination::{Page, PageQuery},
     state::AppState,
     storage::bytes_stream,
@@ -33,20 +33,30 @@ pub struct UploadForm {
 /// A stored reference image. Its bytes are the upload re-encoded in the same format,
 /// without metadata (EXIF/GPS, text chunks, ICC profiles).
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+    "width": 1024,
+    "height": 768,
+    "content_type": "image/png",
+    "bytes": 482113,
+    "created_at": "2026-11-29T10:00:00Z"
+}))]
 pub struct ReferenceImageView {
     pub id: Uuid,
     #[schema(example = 1024)]
     pub width: i32,
     #[schema(example = 768)]
     pub height: i32,
-    /// `image/png`, `image/jpeg` or `image/webp`.
-    #[schema(example = "image/png")]
+    #[schema(value_type = ImageContentType)]
     pub content_type: String,
     /// Size of the stored (re-encoded) image.
     #[schema(example = 482113)]
     pub bytes: i64,
     pub created_at: DateTime<Utc>,
 }
+
+/// A page of `ReferenceImageView`s.
+pub type ReferenceImagePage = Page<ReferenceImageView>;
 
 impl From<ReferenceImage> for ReferenceImageView {
     fn from(row: ReferenceImage) -> Self {
@@ -63,6 +73,16 @@ impl From<ReferenceImage> for ReferenceImageView {
 
 /// A reference image with a short-lived download link.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+    "width": 1024,
+    "height": 768,
+    "content_type": "image/png",
+    "bytes": 482113,
+    "created_at": "2026-11-29T10:00:00Z",
+    "url": "https://files.gptimage2.dev/users/0193a1d2/references/0193a1d2.png?expires=1764400000&signature=7ac3",
+    "url_expires_at": "2026-11-29T10:15:00Z"
+}))]
 pub struct ReferenceImageDetail {
     #[serde(flatten)]
     pub image: ReferenceImageView,
@@ -247,7 +267,7 @@ pub async fn get_reference_image(
     params(PageQuery),
     security(("bearer_jwt" = []), ("api_key" = [])),
     responses(
-        (status = 200, description = "A page of reference images", body = Page<ReferenceImageView>),
+        (status = 200, description = "A page of reference images", body = ReferenceImagePage),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: bad `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
     )
@@ -257,7 +277,7 @@ pub async fn list_reference_images(
     state: web::Data<AppState>,
     auth: Auth,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<Page<ReferenceImageView>>, ApiError> {
+) -> Result<web::Json<ReferenceImagePage>, ApiError> {
     let limit = query.limit()?;
     let mut q = reference_images::table
         .filter(reference_images::user_id.eq(auth.user_id))

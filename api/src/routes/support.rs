@@ -27,8 +27,13 @@ pub const MAX_MESSAGE_CHARS: usize = 10_000;
 /// Each request mails a person; this keeps a runaway script from flooding the inbox.
 const REQUESTS_PER_HOUR: i32 = 10;
 
+/// A message to support.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "subject": "A generation failed but used credits",
+    "message": "Generation 0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f failed with provider_error at 10:02 UTC."
+}))]
 pub struct CreateSupportRequest {
     /// One line: no control characters.
     #[schema(
@@ -48,12 +53,21 @@ pub struct CreateSupportRequest {
 
 /// A request the user sent to support.
 #[derive(Serialize, ToSchema, Queryable)]
+#[schema(example = json!({
+    "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+    "subject": "A generation failed but used credits",
+    "message": "Generation 0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f failed with provider_error at 10:02 UTC.",
+    "created_at": "2026-11-29T10:02:30Z"
+}))]
 pub struct SupportRequestView {
     pub id: Uuid,
     pub subject: String,
     pub message: String,
     pub created_at: DateTime<Utc>,
 }
+
+/// A page of `SupportRequestView`s.
+pub type SupportRequestPage = Page<SupportRequestView>;
 
 /// `value` trimmed, or why it is not acceptable.
 fn check_text<'a>(
@@ -171,7 +185,7 @@ pub async fn create_support_request(
     params(PageQuery),
     security(("bearer_jwt" = []), ("api_key" = [])),
     responses(
-        (status = 200, description = "A page of your requests", body = Page<SupportRequestView>),
+        (status = 200, description = "A page of your requests", body = SupportRequestPage),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: bad `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
     )
@@ -181,7 +195,7 @@ pub async fn list_support_requests(
     state: web::Data<AppState>,
     auth: Auth,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<Page<SupportRequestView>>, ApiError> {
+) -> Result<web::Json<SupportRequestPage>, ApiError> {
     let limit = query.limit()?;
     let mut q = support_requests::table
         .filter(support_requests::user_id.eq(auth.user_id))

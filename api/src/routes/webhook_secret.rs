@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use crate::{auth::Auth, error::ApiError, error::Problem, generations::webhooks, state::AppState};
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({ "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }))]
 pub struct WebhookSecretView {
     /// `whsec_` + base64 of 24 random bytes. The key is the base64-decoded part after
     /// `whsec_`.

@@ -22,6 +22,7 @@ use crate::{
 const SIGNATURE_HEADER: &str = "creem-signature";
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({ "received": true }))]
 pub struct WebhookAck {
     /// Always true: the event was applied now or earlier, or deliberately ignored.
     pub received: bool,

@@ -32,6 +32,7 @@ use crate::{
 const PROVIDER: &str = "stripe";
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({ "received": true }))]
 pub struct WebhookAck {
     /// Always true: the event was applied now or earlier, or deliberately ignored.
     pub received: bool,

@@ -1,24 +1,30 @@
 // Checks every answer against ../openapi/openapi.json: the status is declared for the operation,
-// the content type is a declared one, and a JSON body matches the declared schema (types,
-// required properties, enums, nullability). A spec that lies fails the call that met the lie.
+// the headers it declares required are there, the content type is a declared one, and a JSON
+// body matches the declared schema (types, required properties, enums, nullability). A spec
+// that lies fails the call that met the lie.
 import { readFileSync } from "node:fs";
 import type { Middleware } from "openapi-fetch";
 
 type Schema = Record<string, unknown>;
+interface Declared {
+  headers?: Record<string, Schema>;
+  content?: Record<string, { schema?: Schema }>;
+}
 const spec = JSON.parse(readFileSync(new URL("../../../openapi/openapi.json", import.meta.url), "utf8")) as {
-  paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema?: Schema }> }> }>>;
-  components: { schemas: Record<string, Schema> };
+  paths: Record<string, Record<string, { responses: Record<string, Declared> }>>;
+  components: Record<string, Record<string, Schema>>;
 };
 
-function resolveRef(schema: Schema): Schema {
-  let s = schema;
+/** Follows `$ref`s to any component (schemas, responses, headers); siblings of a `$ref` win. */
+function resolveRef<T extends object = Schema>(node: T): T {
+  let s = node as Schema;
   while (typeof s.$ref === "string") {
-    const name = s.$ref.replace("#/components/schemas/", "");
-    const target = spec.components.schemas[name];
+    const [, kind = "", name = ""] = /^#\/components\/([^/]+)\/(.+)$/.exec(s.$ref) ?? [];
+    const target = spec.components[kind]?.[name];
     if (!target) throw new Error(`unresolvable $ref ${s.$ref}`);
     s = { ...target, ...Object.fromEntries(Object.entries(s).filter(([k]) => k !== "$ref")) };
   }
-  return s;
+  return s as T;
 }
 
 function typeOf(value: unknown): string {
@@ -71,8 +77,14 @@ export const conformance: Middleware = {
     const op = spec.paths[schemaPath]?.[request.method.toLowerCase()];
     const where = `${request.method} ${schemaPath} → ${response.status}`;
     if (!op) throw new Error(`${where}: operation not in openapi.json`);
-    const declared = op.responses[String(response.status)] ?? op.responses[`${String(response.status)[0]}XX`] ?? op.responses.default;
-    if (!declared) throw new Error(`${where}: status not declared (declared: ${Object.keys(op.responses).join(", ")})`);
+    const raw = op.responses[String(response.status)] ?? op.responses[`${String(response.status)[0]}XX`] ?? op.responses.default;
+    if (!raw) throw new Error(`${where}: status not declared (declared: ${Object.keys(op.responses).join(", ")})`);
+    const declared = resolveRef(raw);
+    for (const [name, header] of Object.entries(declared.headers ?? {})) {
+      if (resolveRef(header).required === true && !response.headers.has(name)) {
+        throw new Error(`${where}: required header ${name} missing`);
+      }
+    }
     const contentType = (response.headers.get("content-type") ?? "").split(";")[0]!.trim();
     const media = declared.content ?? {};
     if (Object.keys(media).length === 0) {

@@ -1,6 +1,8 @@
 //! The OpenAPI document: this base (info, security schemes, shared schemas) plus every path
 //! collected from the route chain in [`crate::routes::configure`].
 
+mod headers;
+
 use utoipa::{
     Modify, OpenApi,
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
@@ -81,10 +83,12 @@ pub fn build() -> utoipa::openapi::OpenApi {
 }
 
 /// What the route chain cannot say by itself, applied wherever the document is produced
-/// (here and in the served `/openapi.json`): idempotency headers, explicit `security: []`
-/// on public operations, and the server the document describes (its own origin).
+/// (here and in the served `/openapi.json`): idempotency headers, the response headers and
+/// the 431 that middleware adds, explicit `security: []` on public operations, and the
+/// server the document describes (its own origin).
 pub fn finish(spec: &mut utoipa::openapi::OpenApi) {
     add_idempotency_headers(spec);
+    headers::add(spec);
     for item in spec.paths.paths.values_mut() {
         for operation in [
             &mut item.get,
