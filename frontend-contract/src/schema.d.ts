@@ -1031,6 +1031,7 @@ export interface components {
          *         "email_verified": false,
          *         "has_password": true,
          *         "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *         "low_balance_emails": true,
          *         "name": "Ada Lovelace",
          *         "plan": null
          *       }
@@ -2511,6 +2512,7 @@ export interface components {
          *       "email_verified": true,
          *       "has_password": true,
          *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
+         *       "low_balance_emails": true,
          *       "name": "Ada Lovelace",
          *       "plan": "starter"
          *     }
@@ -4162,6 +4164,8 @@ export interface operations {
             /** @description Unsubscribed (also when already off) */
             204: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4169,6 +4173,8 @@ export interface operations {
             /** @description `invalid_token`: not a link we sent; `invalid_idempotency_key` */
             400: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4178,6 +4184,9 @@ export interface operations {
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4187,12 +4196,15 @@ export interface operations {
             /** @description `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            431: components["responses"]["HeadersTooLarge"];
         };
     };
     getMe: {

@@ -43,6 +43,7 @@ pub struct CreditsSummary {
     "name": "Ada Lovelace",
     "avatar_url": "https://images.example.com/ada.png",
     "has_password": true,
+    "low_balance_emails": true,
     "created_at": "2026-11-29T10:00:00Z",
     "credits": { "balance": 120, "available": 100 },
     "plan": "starter"

@@ -43,6 +43,7 @@ wire_enum! {
         "name": "Ada Lovelace",
         "avatar_url": null,
         "has_password": true,
+        "low_balance_emails": true,
         "created_at": "2026-11-29T10:00:00Z",
         "credits": { "balance": 0, "available": 0 },
         "plan": null

@@ -7,7 +7,10 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::{
-    auth::{ClientInfo, activity},
+    auth::{
+        ClientInfo,
+        activity::{self, ActivityKind},
+    },
     db::schema::users,
     error::{ApiError, Problem},
     mail::unsubscribe,
@@ -60,7 +63,7 @@ pub async fn unsubscribe_mail(
             activity::record(
                 conn,
                 user_id,
-                activity::kind::PROFILE_UPDATED,
+                ActivityKind::ProfileUpdated,
                 client,
                 serde_json::json!({ "fields": ["low_balance_emails"], "via": "unsubscribe_link" }),
             )
