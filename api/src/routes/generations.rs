@@ -157,7 +157,7 @@ async fn views(
     rows: Vec<GenerationRow>,
 ) -> Result<Vec<GenerationView>, ApiError> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let images: Vec<ImageRow> = generation_images::table
+    let images = generation_images::table
         .filter(generation_images::generation_id.eq_any(&ids))
         .order((
             generation_images::generation_id,
@@ -171,10 +171,8 @@ async fn views(
             generation_images::width,
             generation_images::height,
             generation_images::bytes,
-        ))
-        .load(conn)
-        .await?;
-    let deliveries: Vec<DeliveryRow> = webhook_deliveries::table
+        ));
+    let deliveries = webhook_deliveries::table
         .filter(webhook_deliveries::generation_id.eq_any(&ids))
         .order((webhook_deliveries::generation_id, webhook_deliveries::id))
         .select((
@@ -186,9 +184,14 @@ async fn views(
             webhook_deliveries::last_error,
             webhook_deliveries::created_at,
             webhook_deliveries::delivered_at,
-        ))
-        .load(conn)
-        .await?;
+        ));
+    // Both go out in one round trip (diesel-async pipelines queries polled together on a
+    // shared connection).
+    let (mut first, mut second): (&AsyncPgConnection, &AsyncPgConnection) = (conn, conn);
+    let (images, deliveries): (Vec<ImageRow>, Vec<DeliveryRow>) = futures::try_join!(
+        images.load(&mut first),
+        deliveries.load(&mut second)
+    )?;
     let ttl = state.config.signed_url_ttl;
     let expires = Utc::now() + ttl;
     let mut out = Vec::with_capacity(rows.len());
