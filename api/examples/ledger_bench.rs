@@ -69,6 +69,8 @@ async fn main() -> anyhow::Result<()> {
             anyhow::Ok(done)
         })
     });
+    // Spawn them all before awaiting any: awaiting the lazy iterator would run them one by one.
+    let tasks: Vec<_> = tasks.collect();
     let mut total = 0;
     for task in tasks {
         total += task.await??;

@@ -54,19 +54,24 @@ impl GrantSource {
     }
 }
 
-/// The account row, locked for the rest of the transaction (created on first use).
+/// The account row, locked for the rest of the transaction (created on first use). The row
+/// almost always exists, so the lock is tried first: one statement on the spend path.
 async fn lock_account(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<(i64, i64)> {
+    let locked = || {
+        credit_accounts::table
+            .find(user_id)
+            .select((credit_accounts::available, credit_accounts::held))
+            .for_update()
+    };
+    if let Some(balances) = locked().first(conn).await.optional()? {
+        return Ok(balances);
+    }
     diesel::insert_into(credit_accounts::table)
         .values(credit_accounts::user_id.eq(user_id))
         .on_conflict_do_nothing()
         .execute(conn)
         .await?;
-    credit_accounts::table
-        .find(user_id)
-        .select((credit_accounts::available, credit_accounts::held))
-        .for_update()
-        .first(conn)
-        .await
+    locked().first(conn).await
 }
 
 async fn move_balances(

@@ -188,10 +188,19 @@ async fn views(
     // Both go out in one round trip (diesel-async pipelines queries polled together on a
     // shared connection).
     let (mut first, mut second): (&AsyncPgConnection, &AsyncPgConnection) = (conn, conn);
-    let (images, deliveries): (Vec<ImageRow>, Vec<DeliveryRow>) = futures::try_join!(
-        images.load(&mut first),
-        deliveries.load(&mut second)
-    )?;
+    let (images, deliveries): (Vec<ImageRow>, Vec<DeliveryRow>) =
+        futures::try_join!(images.load(&mut first), deliveries.load(&mut second))?;
+    assemble(state, rows, &images, &deliveries).await
+}
+
+/// The views of `rows`, given their images and webhook deliveries (any order of generations;
+/// each generation's in position order).
+async fn assemble(
+    state: &AppState,
+    rows: Vec<GenerationRow>,
+    images: &[ImageRow],
+    deliveries: &[DeliveryRow],
+) -> Result<Vec<GenerationView>, ApiError> {
     let ttl = state.config.signed_url_ttl;
     let expires = Utc::now() + ttl;
     let mut out = Vec::with_capacity(rows.len());
@@ -423,7 +432,7 @@ pub async fn create(
                 other => ApiError::Internal(anyhow::Error::new(other)),
             })?;
             let job_id = jobs::enqueue(conn, NewJob::new(job::KIND, serde_json::json!({ "generation_id": id })).max_attempts(job::MAX_ATTEMPTS)).await?;
-            diesel::insert_into(generations::table)
+            let row: GenerationRow = diesel::insert_into(generations::table)
                 .values((
                     generations::id.eq(id),
                     generations::user_id.eq(auth.user_id),
@@ -435,12 +444,14 @@ pub async fn create(
                     generations::job_id.eq(job_id),
                     generations::api_key_id.eq(api_key),
                 ))
-                .execute(conn)
+                .returning(GenerationRow::as_returning())
+                .get_result(conn)
                 .await?;
             low_balance::check(conn, &state.config, auth.user_id).await?;
-            // Read back before commit: the answer is the state this request created, even
-            // if a worker picks the job up the instant it commits.
-            load_one(conn, &state, auth.user_id, id).await
+            // The answer is the state this request created (no images or deliveries yet),
+            // even if a worker picks the job up the instant it commits.
+            let mut views = assemble(&state, vec![row], &[], &[]).await?;
+            views.pop().ok_or(ApiError::NotFound)
         })
         .await?;
     // After the commit: only what was chosen, never the prompt or the images.
