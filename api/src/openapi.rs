@@ -81,10 +81,12 @@ pub fn build() -> utoipa::openapi::OpenApi {
 }
 
 /// What the route chain cannot say by itself, applied wherever the document is produced
-/// (here and in the served `/openapi.json`): idempotency headers, explicit `security: []`
-/// on public operations, and the server the document describes (its own origin).
+/// (here and in the served `/openapi.json`): idempotency headers, the answers of the shared
+/// extractors, explicit `security: []` on public operations, and the server the document
+/// describes (its own origin).
 pub fn finish(spec: &mut utoipa::openapi::OpenApi) {
     add_idempotency_headers(spec);
+    add_extractor_errors(spec);
     for item in spec.paths.paths.values_mut() {
         for operation in [
             &mut item.get,
@@ -109,7 +111,7 @@ pub fn finish(spec: &mut utoipa::openapi::OpenApi) {
 /// the idempotency middleware guards ([`crate::http::idempotency::applies`]).
 pub fn add_idempotency_headers(spec: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{
-        ContentBuilder, Ref, RefOr, Required, ResponseBuilder,
+        Ref, RefOr, Required,
         path::{ParameterBuilder, ParameterIn},
         schema::{ObjectBuilder, Type},
     };
@@ -138,33 +140,6 @@ a different body is 422 `idempotency_key_reused`, while the first is still runni
         .parameters
         .insert(NAME.into(), RefOr::T(parameter));
 
-    let problem = || {
-        ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("Problem")))
-            .build()
-    };
-    let mention =
-        |responses: &mut std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>>,
-         status: &str,
-         text: &str| {
-            match responses.get_mut(status) {
-                Some(RefOr::T(existing)) => {
-                    existing.description = format!("{}; {text}", existing.description);
-                }
-                Some(RefOr::Ref(_)) => {}
-                None => {
-                    responses.insert(
-                        status.into(),
-                        RefOr::T(
-                            ResponseBuilder::new()
-                                .description(text)
-                                .content("application/problem+json", problem())
-                                .build(),
-                        ),
-                    );
-                }
-            }
-        };
     for (path, item) in spec.paths.paths.iter_mut() {
         if !crate::http::idempotency::applies(&actix_web::http::Method::POST, path) {
             continue;
@@ -190,6 +165,111 @@ a different body is 422 `idempotency_key_reused`, while the first is still runni
             "422",
             "`idempotency_key_reused`: this key was used with a different request",
         );
+    }
+}
+
+/// Declares the answers every route gets from the shared extractor configuration
+/// ([`crate::http::extractors`]) rather than from its handler: a JSON body that is not JSON
+/// (400), too large (413) or not sent as JSON (415), and a UUID path parameter that is not one
+/// (422). The webhooks read their body as raw bytes (the signature covers them), so their
+/// answers are their handlers' own.
+pub fn add_extractor_errors(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{
+        RefOr, Required,
+        path::ParameterIn,
+        schema::{KnownFormat, Schema, SchemaFormat},
+    };
+
+    for (path, item) in spec.paths.paths.iter_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let json_body = matches!(
+                &operation.request_body,
+                Some(RefOr::T(body))
+                    if body.required == Some(Required::True)
+                        && body.content.contains_key("application/json")
+            );
+            let uuid_in_path = operation.parameters.iter().flatten().any(|p| {
+                matches!(
+                    p,
+                    RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path)
+                        && matches!(
+                            &p.schema,
+                            Some(RefOr::T(Schema::Object(o)))
+                                if o.format == Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))
+                        )
+                )
+            });
+            let responses = &mut operation.responses.responses;
+            if json_body && !path.starts_with("/v1/webhooks/") {
+                mention(responses, "400", "`malformed_json`: the body is not JSON");
+                mention(
+                    responses,
+                    "413",
+                    "`payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES`",
+                );
+                mention(
+                    responses,
+                    "415",
+                    "`unsupported_media_type`: the body is not sent as `application/json`",
+                );
+            }
+            let said = |responses: &std::collections::BTreeMap<
+                String,
+                RefOr<utoipa::openapi::Response>,
+            >| {
+                matches!(responses.get("422"), Some(RefOr::T(r)) if r.description.contains("not a UUID"))
+            };
+            if uuid_in_path && !said(responses) {
+                mention(
+                    responses,
+                    "422",
+                    "`validation_failed`: the id is not a UUID",
+                );
+            }
+        }
+    }
+}
+
+/// Adds `text` to the description of the `status` answer, or declares that answer
+/// (a problem+json body) when the operation has none.
+fn mention(
+    responses: &mut std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::Response>,
+    >,
+    status: &str,
+    text: &str,
+) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+    match responses.get_mut(status) {
+        Some(RefOr::T(existing)) => {
+            existing.description = format!("{}; {text}", existing.description);
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            let problem = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build();
+            responses.insert(
+                status.into(),
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(text)
+                        .content("application/problem+json", problem)
+                        .build(),
+                ),
+            );
+        }
     }
 }
 

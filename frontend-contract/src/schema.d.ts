@@ -464,8 +464,9 @@ export interface paths {
         /**
          * Follow a generation as Server-Sent Events: a `status` event on every change,
          *     `partial_image` (`{index, url}`) for each partial image a streaming model sends, then
-         *     `completed` (the full generation, with image links), `failed` or `canceled`, and the
-         *     stream ends. A comment line every 15 s keeps proxies from closing an idle stream.
+         *     `completed` (the full generation, with image links), `failed` or `canceled` (or
+         *     `deleted`, when the generation is deleted meanwhile), and the stream ends. A comment line
+         *     every 15 s keeps proxies from closing an idle stream.
          */
         get: operations["streamGenerationEvents"];
         put?: never;
@@ -1170,6 +1171,24 @@ export interface components {
             code: string;
             message: string;
         };
+        /**
+         * @description One Server-Sent Event of `GET /v1/generations/{id}/events`. The stream's schema describes
+         *     each event (`event:` and `data:` lines), as OpenAPI reads `text/event-stream`.
+         */
+        GenerationEvent: {
+            /**
+             * @description The event's JSON: `{"status": …}` for `status`, `{"index": …, "url": …}` for
+             *     `partial_image`, the generation for `completed`, `failed` and `canceled`, `{"id": …}`
+             *     for `deleted`.
+             */
+            data: string;
+            event: components["schemas"]["GenerationEventName"];
+        };
+        /**
+         * @description The kind of a generation event; `completed`, `failed`, `canceled` and `deleted` end the stream.
+         * @enum {string}
+         */
+        GenerationEventName: "status" | "partial_image" | "completed" | "failed" | "canceled" | "deleted";
         /** @description What to generate. Mirrors the upstream gpt-image-2 Images API. */
         GenerationRequest: {
             /**
@@ -2234,8 +2253,35 @@ export interface operations {
                     "application/json": components["schemas"]["AuthResponse"];
                 };
             };
+            /** @description `malformed_json`: the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `invalid_credentials` */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2449,6 +2495,33 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description `malformed_json`: the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `validation_failed` */
             422: {
                 headers: {
@@ -2489,8 +2562,26 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `invalid_token` */
+            /** @description `invalid_token`; `malformed_json`: the body is not JSON */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2592,8 +2683,35 @@ export interface operations {
                     "application/json": components["schemas"]["AuthResponse"];
                 };
             };
+            /** @description `malformed_json`: the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `email_taken`: an account with this email exists */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2641,8 +2759,26 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `invalid_token`: unknown, used or expired */
+            /** @description `invalid_token`: unknown, used or expired; `malformed_json`: the body is not JSON */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2751,7 +2887,7 @@ export interface operations {
                     "application/json": components["schemas"]["CheckoutResponse"];
                 };
             };
-            /** @description `invalid_idempotency_key` */
+            /** @description `invalid_idempotency_key`; `malformed_json`: the body is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2780,6 +2916,24 @@ export interface operations {
             };
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2841,7 +2995,7 @@ export interface operations {
                     "application/json": components["schemas"]["PortalResponse"];
                 };
             };
-            /** @description `invalid_idempotency_key` */
+            /** @description `invalid_idempotency_key`; `malformed_json`: the body is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2879,6 +3033,24 @@ export interface operations {
             };
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3136,7 +3308,7 @@ export interface operations {
                     "application/json": components["schemas"]["GenerationView"];
                 };
             };
-            /** @description `invalid_idempotency_key` */
+            /** @description `invalid_idempotency_key`; `malformed_json`: the body is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3165,6 +3337,24 @@ export interface operations {
             };
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3222,6 +3412,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `validation_failed`: the id is not a UUID */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     deleteGeneration: {
@@ -3254,6 +3453,15 @@ export interface operations {
             };
             /** @description No such generation of yours */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `validation_failed`: the id is not a UUID */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3323,7 +3531,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `idempotency_key_reused`: this key was used with a different request */
+            /** @description `idempotency_key_reused`: this key was used with a different request; `validation_failed`: the id is not a UUID */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3346,13 +3554,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `text/event-stream`: events `status` (`{"status": …}`), `partial_image` (`{"index": …, "url": …}`), then `completed` (the generation), `failed` or `canceled` */
+            /** @description `text/event-stream`: events `status` (`{"status": …}`), `partial_image` (`{"index": …, "url": …}`), then `completed` (the generation), `failed`, `canceled` or `deleted` */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": components["schemas"]["GenerationEvent"];
                 };
             };
             /** @description Not authenticated */
@@ -3366,6 +3574,15 @@ export interface operations {
             };
             /** @description No such generation of yours */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `validation_failed`: the id is not a UUID */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3407,6 +3624,15 @@ export interface operations {
             };
             /** @description No such image of yours */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `validation_failed`: the id is not a UUID */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3538,6 +3764,15 @@ export interface operations {
                     "application/json": components["schemas"]["DeletionScheduled"];
                 };
             };
+            /** @description `malformed_json`: the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not signed in */
             401: {
                 headers: {
@@ -3549,6 +3784,24 @@ export interface operations {
             };
             /** @description API keys cannot delete the account; or `reauthentication_required`: an account without a password must have signed in within the last 10 minutes */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3598,6 +3851,15 @@ export interface operations {
                     "application/json": components["schemas"]["UserView"];
                 };
             };
+            /** @description `malformed_json`: the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not signed in */
             401: {
                 headers: {
@@ -3609,6 +3871,24 @@ export interface operations {
             };
             /** @description API keys cannot change the profile */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3750,6 +4030,15 @@ export interface operations {
                     "application/json": components["schemas"]["CreatedApiKey"];
                 };
             };
+            /** @description `malformed_json`: the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not signed in */
             401: {
                 headers: {
@@ -3770,6 +4059,24 @@ export interface operations {
             };
             /** @description `too_many_api_keys`: 20 active keys already; revoke one first */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3905,6 +4212,15 @@ export interface operations {
                     "application/json": components["schemas"]["ConsentsView"];
                 };
             };
+            /** @description `malformed_json`: the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not signed in */
             401: {
                 headers: {
@@ -3916,6 +4232,24 @@ export interface operations {
             };
             /** @description API keys cannot change consents */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4107,6 +4441,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `validation_failed`: the id is not a UUID */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     listIdentities: {
@@ -4218,7 +4561,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `invalid_idempotency_key` */
+            /** @description `invalid_idempotency_key`; `malformed_json`: the body is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4247,6 +4590,24 @@ export interface operations {
             };
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4359,6 +4720,15 @@ export interface operations {
             };
             /** @description No such active session of yours */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `validation_failed`: the id is not a UUID */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4715,7 +5085,7 @@ export interface operations {
                     "application/json": components["schemas"]["SupportRequestView"];
                 };
             };
-            /** @description `invalid_idempotency_key` */
+            /** @description `invalid_idempotency_key`; `malformed_json`: the body is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4735,6 +5105,24 @@ export interface operations {
             };
             /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not sent as `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

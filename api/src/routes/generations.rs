@@ -652,17 +652,44 @@ pub async fn pricing_table() -> web::Json<PricingView> {
     })
 }
 
+/// One Server-Sent Event of `GET /v1/generations/{id}/events`. The stream's schema describes
+/// each event (`event:` and `data:` lines), as OpenAPI reads `text/event-stream`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only: the frames are written by `sse`
+pub struct GenerationEvent {
+    pub event: GenerationEventName,
+    /// The event's JSON: `{"status": …}` for `status`, `{"index": …, "url": …}` for
+    /// `partial_image`, the generation for `completed`, `failed` and `canceled`, `{"id": …}`
+    /// for `deleted`.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
+/// The kind of a generation event; `completed`, `failed`, `canceled` and `deleted` end the stream.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum GenerationEventName {
+    Status,
+    PartialImage,
+    Completed,
+    Failed,
+    Canceled,
+    Deleted,
+}
+
 /// Follow a generation as Server-Sent Events: a `status` event on every change,
 /// `partial_image` (`{index, url}`) for each partial image a streaming model sends, then
-/// `completed` (the full generation, with image links), `failed` or `canceled`, and the
-/// stream ends. A comment line every 15 s keeps proxies from closing an idle stream.
+/// `completed` (the full generation, with image links), `failed` or `canceled` (or
+/// `deleted`, when the generation is deleted meanwhile), and the stream ends. A comment line
+/// every 15 s keeps proxies from closing an idle stream.
 #[utoipa::path(
     tag = "generations",
     operation_id = "streamGenerationEvents",
     params(("id" = Uuid, Path, description = "Generation id")),
     security(("bearer_jwt" = []), ("api_key" = [])),
     responses(
-        (status = 200, description = "`text/event-stream`: events `status` (`{\"status\": …}`), `partial_image` (`{\"index\": …, \"url\": …}`), then `completed` (the generation), `failed` or `canceled`", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "`text/event-stream`: events `status` (`{\"status\": …}`), `partial_image` (`{\"index\": …, \"url\": …}`), then `completed` (the generation), `failed`, `canceled` or `deleted`", body = GenerationEvent, content_type = "text/event-stream"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such generation of yours", body = Problem, content_type = "application/problem+json"),
     )
