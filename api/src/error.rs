@@ -290,11 +290,6 @@ impl ResponseError for ApiError {
         if let Self::TooManyRequests { retry_after_secs } = self {
             response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
-        if let Self::PayloadTooLarge { .. } = self {
-            // Otherwise actix drains the rest of a chunked body to keep the connection alive:
-            // a 100 MB upload would still be read to its end.
-            response.force_close();
-        }
         response.body(serde_json::to_string(&self.problem()).unwrap_or_default())
     }
 }

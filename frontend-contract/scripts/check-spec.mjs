@@ -155,7 +155,8 @@ for (const [path, item] of Object.entries(spec.paths ?? {})) {
   }
 }
 
-/** An event stream's schema: a named `oneOf` of `{event: <one name>, data: <named schema>}`. */
+/** An event stream's schema: a named `oneOf` of `{event: <one name>, data: <JSON text whose
+ * contentSchema is a named schema>}` (SSE `data:` lines are text). */
 function checkEventStream(at, schema) {
   const name = refName(schema);
   const events = resolve(schema).oneOf;
@@ -167,7 +168,9 @@ function checkEventStream(at, schema) {
   for (const event of events) {
     const names = event.properties?.event?.enum;
     if (names?.length !== 1) problems.push(`${at}: an event of ${name} does not name itself`);
-    if (!refName(event.properties?.data)) problems.push(`${at}: event ${names?.[0]} of ${name} has no named data schema`);
+    const data = event.properties?.data;
+    if (data?.type !== "string" || data?.contentMediaType !== "application/json" || !refName(data?.contentSchema))
+      problems.push(`${at}: event ${names?.[0]} of ${name} is not JSON text with a named contentSchema`);
   }
 }
 

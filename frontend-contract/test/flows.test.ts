@@ -5,7 +5,7 @@ import { createServer, type IncomingHttpHeaders } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ApiProblem, createApiClient, problemOf, unwrap, type ApiClient, type Schemas } from "../src/client";
-import { checked, conformance, validate } from "./support/conformance";
+import { checked, conformance, spec, validate } from "./support/conformance";
 import { PNG_SIGNATURE, makePng } from "./support/png";
 import { LiveServer, browserFetch } from "./support/server";
 
@@ -233,13 +233,22 @@ describe("the SPA story", () => {
       api.client.GET("/v1/generations/{id}/events", { params: { path: { id: generation.id } }, parseAs: "stream" }),
     );
     expect(stream).toBeTruthy();
-    // Each event is what the spec's GenerationEvent says: its name, and its data's schema.
-    const events = (await readEvents(stream!)).map(({ event, data }) => ({ event, data: JSON.parse(data) as unknown }) as Schemas["GenerationEvent"]);
-    for (const e of events) expect(validate(e, { $ref: "#/components/schemas/GenerationEvent" }), e.event).toEqual([]);
+    // Each event is what the spec's GenerationEvent says: its name, its data as JSON text, and
+    // that text's contentSchema.
+    const raw = await readEvents(stream!);
+    type Variant = { properties: { event: { enum: string[] }; data: { contentSchema: Parameters<typeof validate>[1] } } };
+    const variants = (spec.components.schemas?.GenerationEvent as unknown as { oneOf: Variant[] }).oneOf;
+    for (const e of raw) {
+      expect(validate(e, { $ref: "#/components/schemas/GenerationEvent" }), e.event).toEqual([]);
+      const variant = variants.find((v) => v.properties.event.enum[0] === e.event);
+      expect(variant, e.event).toBeTruthy();
+      expect(validate(JSON.parse(e.data), variant!.properties.data.contentSchema), e.event).toEqual([]);
+    }
+    const events = raw.map(({ event, data }) => ({ event, data: JSON.parse(data) as Record<string, unknown> }));
     const last = events.at(-1);
     expect(last?.event, JSON.stringify(events)).toBe("completed");
     if (last?.event !== "completed") throw new Error("unreachable");
-    const done = last.data;
+    const done = last.data as Schemas["GenerationView"];
     expect(done.id).toBe(generation.id);
     expect(done.status).toBe("succeeded");
     expect(done.provider).toBe("builtin");

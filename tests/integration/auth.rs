@@ -669,6 +669,44 @@ async fn per_ip_rate_limit_trips_and_recovers() {
     );
 }
 
+/// Every sign-in route the per-IP limit guards declares its 429. `POST /v1/auth/verify-email`
+/// did not: the fuzz pass (scripts/fuzz) runs with the limit lifted, so this test stands in.
+#[tokio::test]
+async fn every_rate_limited_route_declares_its_429() {
+    let app = app_with(&[("GI2_AUTH_RATE_PER_MINUTE", "1")]).await;
+    let spec = serde_json::to_value(gptimage2::openapi::build()).unwrap();
+    let password = "a long enough passphrase";
+    for (path, body) in [
+        (
+            "/v1/auth/register",
+            json!({"email": "rate@example.com", "password": password, "name": "Rate"}),
+        ),
+        ("/v1/auth/verify-email", json!({"token": "nope"})),
+        (
+            "/v1/auth/login",
+            json!({"email": "rate@example.com", "password": "wrong password"}),
+        ),
+        ("/v1/auth/refresh", json!({"refresh_token": "nope"})),
+        (
+            "/v1/auth/password/forgot",
+            json!({"email": "rate@example.com"}),
+        ),
+        (
+            "/v1/auth/password/reset",
+            json!({"token": "nope", "password": password}),
+        ),
+    ] {
+        let first = app.post_json(path, &body).await.status();
+        assert_ne!(first, StatusCode::TOO_MANY_REQUESTS, "{path}");
+        let limited = app.post_json(path, &body).await;
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+        assert!(
+            spec["paths"][path]["post"]["responses"]["429"].is_object(),
+            "{path} answers 429 but does not declare it"
+        );
+    }
+}
+
 #[tokio::test]
 async fn failed_logins_lock_out_the_attacker_not_the_victim() {
     let app = app_with(&[

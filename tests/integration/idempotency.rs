@@ -372,3 +372,39 @@ async fn a_retried_upload_is_replayed_even_when_streamed_in_chunks() {
     .await;
     assert_eq!(stored, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_calls_get_their_401_and_store_nothing() {
+    // Found by the schemathesis pass (scripts/fuzz, `ignored_auth`): a 401 was stored under the
+    // key, so the next unauthenticated call with that key and another body answered 422
+    // `idempotency_key_reused` instead of 401, and anonymous callers could fill the table.
+    let app = app().await;
+    for authorization in [None, Some("Bearer not-a-token")] {
+        for prompt in ["a red fox", "a blue fox", "a red fox"] {
+            let mut req = app
+                .client
+                .post(app.url("/v1/generations"))
+                .header("Idempotency-Key", "k")
+                .json(&json!({"prompt": prompt, "size": "1024x1024", "quality": "low"}));
+            if let Some(value) = authorization {
+                req = req.header("Authorization", value);
+            }
+            let res = req.send().await.unwrap();
+            assert_eq!(
+                res.status(),
+                StatusCode::UNAUTHORIZED,
+                "{authorization:?}, {prompt}"
+            );
+            assert!(!replayed(&res));
+            let code = problem_code(res).await;
+            assert!(
+                ["unauthorized", "invalid_token"].contains(&code.as_str()),
+                "{code}"
+            );
+        }
+    }
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM idempotency_keys").await,
+        0
+    );
+}

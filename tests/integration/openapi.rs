@@ -127,3 +127,91 @@ async fn spec_enums_match_the_database_checks() {
         assert_eq!(declared, allowed, "{schema} vs {table}.{column}");
     }
 }
+
+/// Found by the schemathesis pass (scripts/fuzz): the shared extractors' answers were
+/// undocumented. Every operation with a JSON body answers a body sent without a content type
+/// (415) and one that is not JSON (400) with a declared status, and every operation with a
+/// UUID in its path answers a malformed one (422) with a declared status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extractor_answers_are_declared() {
+    let app = spawn_app_with(gptimage2_tests::AppOptions {
+        workers: false,
+        smtp: false,
+        ..Default::default()
+    })
+    .await;
+    let user = app.register_user().await;
+    let spec = serde_json::to_value(gptimage2::openapi::build()).unwrap();
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let declared = |status: u16| op["responses"].get(status.to_string()).is_some();
+            let json_body = op["requestBody"]["required"] == true
+                && op["requestBody"]["content"]["application/json"].is_object()
+                && !path.starts_with("/v1/webhooks/");
+            let uuid_params: Vec<&str> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path" && p["schema"]["format"] == "uuid")
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            if json_body {
+                for (content_type, body) in [(None, ""), (Some("application/json"), "{\"a\":")] {
+                    let mut req = app
+                        .client
+                        .request(method.clone(), app.url(path))
+                        .bearer_auth(&user.access_token)
+                        .body(body);
+                    if let Some(content_type) = content_type {
+                        req = req.header("content-type", content_type);
+                    }
+                    let status = req.send().await.unwrap().status().as_u16();
+                    assert!(
+                        declared(status),
+                        "{method} {path} answered {status} to {content_type:?} {body:?}, undeclared"
+                    );
+                    checked += 1;
+                }
+            }
+            if !uuid_params.is_empty() {
+                let mut target = path.clone();
+                for name in &uuid_params {
+                    target = target.replace(&format!("{{{name}}}"), "not-a-uuid");
+                }
+                let status = app
+                    .client
+                    .request(method.clone(), app.url(&target))
+                    .bearer_auth(&user.access_token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16();
+                assert_eq!(status, 422, "{method} {target}");
+                assert!(declared(422), "{method} {path}: 422 undeclared");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 30, "only {checked} requests checked");
+
+    // Each event of the stream is described as the fuzzer (and OpenAPI 3.2) reads it.
+    let events = &spec["paths"]["/v1/generations/{id}/events"]["get"]["responses"]["200"]["content"]
+        ["text/event-stream"]["schema"];
+    assert_eq!(
+        events["$ref"], "#/components/schemas/GenerationEvent",
+        "{events}"
+    );
+    let variants = spec["components"]["schemas"]["GenerationEvent"]["oneOf"]
+        .as_array()
+        .expect("one schema per event");
+    for variant in variants {
+        assert_eq!(
+            variant["required"],
+            serde_json::json!(["data", "event"]),
+            "{variant}"
+        );
+    }
+}

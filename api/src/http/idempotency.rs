@@ -9,8 +9,11 @@
 //! path, and a request is fingerprinted by the SHA-256 of method, path+query and body; only
 //! those hashes are stored.
 //!
-//! Answers below 500 (successes and 4xx alike) are stored and replayed; a 5xx, a handler
-//! error or a dropped request frees the key so the client can retry.
+//! Answers below 500 (successes and 4xx alike) are stored and replayed; a 5xx, a 401, a handler
+//! error or a dropped request frees the key so the client can retry. A 401 says nothing about
+//! the request, only that its credentials did not authenticate anyone: stored, it would make
+//! a later unauthenticated call with the key a 422 `idempotency_key_reused` (or a replay)
+//! instead of its own 401, and let anonymous callers fill the table.
 
 use actix_web::{
     Error, HttpMessage, HttpResponse, ResponseError,
@@ -139,7 +142,7 @@ pub async fn middleware(
         BodySize::Sized(n) => n <= MAX_STORED_RESPONSE as u64,
         BodySize::Stream => false,
     };
-    if status.is_server_error() || !storable {
+    if status.is_server_error() || status == StatusCode::UNAUTHORIZED || !storable {
         if !storable {
             tracing::warn!(
                 status = status.as_u16(),
@@ -222,7 +225,8 @@ fn scope_hash(req: &ServiceRequest, state: &AppState) -> Vec<u8> {
     let (tag, principal): (&[u8], Vec<u8>) = match (user, authorization) {
         (Some(user), _) => (b"user", user.as_bytes().to_vec()),
         (None, Some(value)) => (b"authorization", value.as_bytes().to_vec()),
-        // Unauthenticated calls share one scope; every guarded route refuses them anyway.
+        // Unauthenticated calls share one scope; every guarded route but the unsubscribe link
+        // refuses them, and a refusal (401) is never stored.
         (None, None) => (b"anonymous", Vec::new()),
     };
     digest(&[

@@ -83,12 +83,14 @@ pub fn build() -> utoipa::openapi::OpenApi {
 }
 
 /// What the route chain cannot say by itself, applied wherever the document is produced
-/// (here and in the served `/openapi.json`): idempotency headers, the response headers and
-/// the 431 that middleware adds, explicit `security: []` on public operations, and the
-/// server the document describes (its own origin).
+/// (here and in the served `/openapi.json`): idempotency headers, the answers of the shared
+/// extractors, the response headers and the 431 that middleware adds, explicit `security: []`
+/// on public operations, and the server the document describes (its own origin).
 pub fn finish(spec: &mut utoipa::openapi::OpenApi) {
     add_idempotency_headers(spec);
+    add_extractor_errors(spec);
     headers::add(spec);
+    sse_data_as_json_text(spec);
     for item in spec.paths.paths.values_mut() {
         for operation in [
             &mut item.get,
@@ -109,11 +111,50 @@ pub fn finish(spec: &mut utoipa::openapi::OpenApi) {
     spec.servers = Some(vec![utoipa::openapi::server::Server::new("/")]);
 }
 
+/// On the wire an event's `data:` is JSON text, not an object: each `GenerationEvent` variant's
+/// `data` becomes a string whose `contentSchema` is the payload's named schema (JSON Schema
+/// 2020-12 `contentMediaType`/`contentSchema`, as OpenAPI 3.2 describes event streams).
+fn sse_data_as_json_text(spec: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = spec.components.as_mut() else {
+        return;
+    };
+    let Some(schema) = components.schemas.get_mut("GenerationEvent") else {
+        return;
+    };
+    let mut value = serde_json::to_value(&*schema).expect("a schema serializes");
+    let mut changed = false;
+    for variant in value["oneOf"].as_array_mut().into_iter().flatten() {
+        let Some(data) = variant.pointer_mut("/properties/data") else {
+            continue;
+        };
+        let mut payload = data.take();
+        let description = payload
+            .as_object_mut()
+            .and_then(|o| o.remove("description"));
+        let mut text = serde_json::json!({
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": payload,
+        });
+        if let Some(description) = description {
+            text["description"] = description;
+        }
+        *data = text;
+        changed = true;
+    }
+    if let Some(example) = value.get_mut("example").and_then(|e| e.get_mut("data")) {
+        *example = serde_json::Value::String(example.to_string());
+    }
+    if changed {
+        *schema = serde_json::from_value(value).expect("the rewritten schema deserializes");
+    }
+}
+
 /// Declares the optional `Idempotency-Key` header, and the answers it adds, on every POST
 /// the idempotency middleware guards ([`crate::http::idempotency::applies`]).
 pub fn add_idempotency_headers(spec: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{
-        ContentBuilder, Ref, RefOr, Required, ResponseBuilder,
+        Ref, RefOr, Required,
         path::{ParameterBuilder, ParameterIn},
         schema::{ObjectBuilder, Type},
     };
@@ -142,33 +183,6 @@ a different body is 422 `idempotency_key_reused`, while the first is still runni
         .parameters
         .insert(NAME.into(), RefOr::T(parameter));
 
-    let problem = || {
-        ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("Problem")))
-            .build()
-    };
-    let mention =
-        |responses: &mut std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>>,
-         status: &str,
-         text: &str| {
-            match responses.get_mut(status) {
-                Some(RefOr::T(existing)) => {
-                    existing.description = format!("{}; {text}", existing.description);
-                }
-                Some(RefOr::Ref(_)) => {}
-                None => {
-                    responses.insert(
-                        status.into(),
-                        RefOr::T(
-                            ResponseBuilder::new()
-                                .description(text)
-                                .content("application/problem+json", problem())
-                                .build(),
-                        ),
-                    );
-                }
-            }
-        };
     for (path, item) in spec.paths.paths.iter_mut() {
         if !crate::http::idempotency::applies(&actix_web::http::Method::POST, path) {
             continue;
@@ -194,6 +208,111 @@ a different body is 422 `idempotency_key_reused`, while the first is still runni
             "422",
             "`idempotency_key_reused`: this key was used with a different request",
         );
+    }
+}
+
+/// Declares the answers every route gets from the shared extractor configuration
+/// ([`crate::http::extractors`]) rather than from its handler: a JSON body that is not JSON
+/// (400), too large (413) or not sent as JSON (415), and a UUID path parameter that is not one
+/// (422). The webhooks read their body as raw bytes (the signature covers them), so their
+/// answers are their handlers' own.
+pub fn add_extractor_errors(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{
+        RefOr, Required,
+        path::ParameterIn,
+        schema::{KnownFormat, Schema, SchemaFormat},
+    };
+
+    for (path, item) in spec.paths.paths.iter_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let json_body = matches!(
+                &operation.request_body,
+                Some(RefOr::T(body))
+                    if body.required == Some(Required::True)
+                        && body.content.contains_key("application/json")
+            );
+            let uuid_in_path = operation.parameters.iter().flatten().any(|p| {
+                matches!(
+                    p,
+                    RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path)
+                        && matches!(
+                            &p.schema,
+                            Some(RefOr::T(Schema::Object(o)))
+                                if o.format == Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))
+                        )
+                )
+            });
+            let responses = &mut operation.responses.responses;
+            if json_body && !path.starts_with("/v1/webhooks/") {
+                mention(responses, "400", "`malformed_json`: the body is not JSON");
+                mention(
+                    responses,
+                    "413",
+                    "`payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES`",
+                );
+                mention(
+                    responses,
+                    "415",
+                    "`unsupported_media_type`: the body is not sent as `application/json`",
+                );
+            }
+            let said = |responses: &std::collections::BTreeMap<
+                String,
+                RefOr<utoipa::openapi::Response>,
+            >| {
+                matches!(responses.get("422"), Some(RefOr::T(r)) if r.description.contains("not a UUID"))
+            };
+            if uuid_in_path && !said(responses) {
+                mention(
+                    responses,
+                    "422",
+                    "`validation_failed`: the id is not a UUID",
+                );
+            }
+        }
+    }
+}
+
+/// Adds `text` to the description of the `status` answer, or declares that answer
+/// (a problem+json body) when the operation has none.
+fn mention(
+    responses: &mut std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::Response>,
+    >,
+    status: &str,
+    text: &str,
+) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+    match responses.get_mut(status) {
+        Some(RefOr::T(existing)) => {
+            existing.description = format!("{}; {text}", existing.description);
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            let problem = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build();
+            responses.insert(
+                status.into(),
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(text)
+                        .content("application/problem+json", problem)
+                        .build(),
+                ),
+            );
+        }
     }
 }
 

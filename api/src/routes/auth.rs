@@ -333,6 +333,7 @@ pub struct TokenRequest {
         (status = 204, description = "Email verified"),
         (status = 400, description = "`invalid_token`: unknown, used or expired", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/auth/verify-email")]

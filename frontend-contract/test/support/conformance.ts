@@ -10,7 +10,7 @@ interface Declared {
   headers?: Record<string, Schema>;
   content?: Record<string, { schema?: Schema }>;
 }
-const spec = JSON.parse(readFileSync(new URL("../../../openapi/openapi.json", import.meta.url), "utf8")) as {
+export const spec = JSON.parse(readFileSync(new URL("../../../openapi/openapi.json", import.meta.url), "utf8")) as {
   paths: Record<string, Record<string, { responses: Record<string, Declared> }>>;
   components: Record<string, Record<string, Schema>>;
 };
