@@ -54,6 +54,21 @@ printf '%-40s %12s %10s %10s\n' "endpoint (${CONNECTIONS} connections, ${DURATIO
 run baseline "minimal actix-web handler (baseline)" "http://127.0.0.1:${BASE_PORT}/"
 run me "GET /v1/me" "$API/v1/me" "$TOKEN"
 run generations "GET /v1/generations?limit=20" "$API/v1/generations?limit=20" "$TOKEN"
+# The database work of one list request (session check, the page, its images and deliveries),
+# replayed by pgbench at the same concurrency: the ceiling the database alone allows.
+UID_=$(psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d "$DB" -Atc "SELECT id FROM users LIMIT 1")
+SID=$(psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d "$DB" -Atc "SELECT id FROM sessions WHERE user_id = '$UID_' ORDER BY created_at DESC LIMIT 1")
+cat >"$DIR/list.sql" <<'EOF'
+SELECT s.last_used_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = :sid AND s.user_id = :uid AND s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL LIMIT 1;
+SELECT id, status, prompt, params, provider, cost_credits, error_code, error_message, created_at, started_at, finished_at FROM generations WHERE user_id = :uid ORDER BY id DESC LIMIT 21;
+SELECT i.id, i.generation_id, i.object_key, i.format, i.width, i.height, i.bytes FROM generation_images i WHERE i.generation_id IN (SELECT id FROM generations WHERE user_id = :uid ORDER BY id DESC LIMIT 20) ORDER BY i.generation_id, i.position;
+SELECT d.id, d.generation_id, d.status, d.attempts, d.response_status, d.last_error, d.created_at, d.delivered_at FROM webhook_deliveries d WHERE d.generation_id IN (SELECT id FROM generations WHERE user_id = :uid ORDER BY id DESC LIMIT 20) ORDER BY d.generation_id, d.id;
+EOF
+SQL_TPS=$(pgbench -n -M prepared -f "$DIR/list.sql" -D uid="$UID_" -D sid="$SID" -c "$CONNECTIONS" -j 2 -T "$DURATION" \
+  -h "$PG_HOST" -p "$PG_PORT" -U postgres "$DB" 2>/dev/null | awk '/^tps = /{print $3}')
+printf '%-40s %12.1f\n' "its SQL alone via pgbench (DB ceiling)" "$SQL_TPS"
+echo "$SQL_TPS" > "$DIR/sql.rps"
+awk -v a="$(cat "$DIR/generations.rps")" -v b="$SQL_TPS" 'BEGIN { printf "ratio generations / its SQL via pgbench: %.3f\n", a / b }'
 for id in me generations; do
   awk -v a="$(cat "$DIR/$id.rps")" -v b="$(cat "$DIR/baseline.rps")" -v n="$id" 'BEGIN { printf "ratio %s / baseline: %.3f\n", n, a / b }'
 done
