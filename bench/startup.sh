@@ -88,7 +88,8 @@ row() { awk -v n="$1" -v r="$2" -v i="$3" -v w="$4" -v p="$5" -v t="$6" \
 row "minimal actix-web handler (baseline)" "$B_MED" "$BASE_IDLE" "$BASE_WARM" "$BASE_PEAK" "$BASE_THREADS"
 row "gptimage2 serve (/readyz)" "$A_MED" "$API_IDLE" "$API_WARM" "$API_PEAK" "$API_THREADS"
 echo "ready ms, each start: baseline ${BASE_READY}; serve ${API_READY}"
-echo "warm = RSS after ${REQUESTS} requests over 4 connections; peak = VmHWM"
+echo "warm = RSS after ${REQUESTS} requests over 4 connections (serve: after one sign-up too);"
+echo "peak = VmHWM (serve's includes the sign-up's argon2id hash, GI2_ARGON2_MEMORY_KIB)"
 awk -v a="$A_MED" -v b="$B_MED" -v ai="$API_IDLE" -v bi="$BASE_IDLE" -v aw="$API_WARM" -v bw="$BASE_WARM" 'BEGIN {
   printf "ratio serve / baseline: ready %.1fx, idle RSS %.1fx, warm RSS %.1fx\n", a / b, ai / bi, aw / bw
   printf "targets: idle RSS <= 30 MiB: %s; ready <= 1 s: %s\n", (ai / 1024 <= 30) ? "met" : "NOT met", (a <= 1000) ? "met" : "NOT met" }'

@@ -4,9 +4,11 @@
 //!
 //! Usage:
 //!   export_bench seed <images> <mib>   one user with <images> generation images of <mib> MiB
-//!                                      of random bytes; prints the user id
+//!                                      (a decimal: 0.01 is 10 KiB) of random bytes; prints
+//!                                      the user id
 //!   export_bench read <user-id>        context: GETs the user's images and drops the bytes;
-//!                                      prints `seconds bytes`
+//!                                      prints `seconds bytes`, then the median ms per GET
+//!                                      until its headers and from there to its body's end
 //!   export_bench copy <user-id>        baseline: GETs the user's images (in export order) and
 //!                                      streams them into one object through `ObjectStore::put`;
 //!                                      prints `seconds bytes`
@@ -51,12 +53,14 @@ async fn main() -> anyhow::Result<()> {
     let store = storage::from_config(&config).await?;
     match args.iter().skip(1).map(String::as_str).collect::<Vec<_>>()[..] {
         ["seed", images, mib] => {
-            let user = seed(&pool, store, images.parse()?, mib.parse()?).await?;
+            let size = (mib.parse::<f64>()? * 1024.0 * 1024.0).round() as usize;
+            anyhow::ensure!(size > 0, "images need at least one byte");
+            let user = seed(&pool, store, images.parse()?, size).await?;
             println!("{user}");
         }
         ["read", user] => {
-            let (seconds, bytes) = read(&pool, store, user.parse()?).await?;
-            println!("{seconds:.3} {bytes}");
+            let (seconds, bytes, head, body) = read(&pool, store, user.parse()?).await?;
+            println!("{seconds:.3} {bytes} {head:.2} {body:.2}");
         }
         ["copy", user] => {
             let (seconds, bytes) = copy(&pool, store, user.parse()?).await?;
@@ -71,13 +75,13 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One user, one generation per image (position 0, PNG), the rows the export reads and the
-/// objects under the keys the generate job would have used.
+/// One user, one generation per image of `size` bytes (position 0, PNG): the rows the export
+/// reads and the objects under the keys the generate job would have used.
 async fn seed(
     pool: &db::DbPool,
     store: Arc<dyn ObjectStore>,
     images: usize,
-    mib: usize,
+    size: usize,
 ) -> anyhow::Result<Uuid> {
     let user = Uuid::now_v7();
     let mut conn = pool.get().await?;
@@ -112,7 +116,7 @@ async fn seed(
                 let key = object_key(user, *g, 0, "png");
                 format!(
                     "('{i}', '{g}', '{user}', 0, '{key}', 'png', 1024, 1024, {})",
-                    mib * 1024 * 1024
+                    size
                 )
             })
             .collect::<Vec<_>>()
@@ -129,7 +133,7 @@ async fn seed(
             let store = store.clone();
             async move {
                 // Random, so nothing on the way can compress it.
-                let mut body = vec![0u8; mib * 1024 * 1024];
+                let mut body = vec![0u8; size];
                 rand::rng().fill_bytes(&mut body);
                 store
                     .put(
@@ -160,22 +164,37 @@ async fn keys(pool: &db::DbPool, user: Uuid) -> anyhow::Result<Vec<String>> {
         .await?)
 }
 
-/// The reads alone: every object fetched in turn, its bytes dropped.
+/// The reads alone: every object fetched in turn, its bytes dropped. Also returns the median
+/// milliseconds until a GET's answer (headers) and then until its body's end.
 async fn read(
     pool: &db::DbPool,
     store: Arc<dyn ObjectStore>,
     user: Uuid,
-) -> anyhow::Result<(f64, u64)> {
+) -> anyhow::Result<(f64, u64, f64, f64)> {
     let keys = keys(pool, user).await?;
     let started = Instant::now();
     let mut bytes = 0u64;
+    let (mut heads, mut bodies) = (Vec::new(), Vec::new());
     for key in &keys {
+        let asked = Instant::now();
         let mut body = store.get(key).await?.body;
+        let answered = Instant::now();
         while let Some(chunk) = body.next().await {
             bytes += chunk.with_context(|| format!("reading {key}"))?.len() as u64;
         }
+        heads.push(answered.duration_since(asked).as_secs_f64() * 1000.0);
+        bodies.push(answered.elapsed().as_secs_f64() * 1000.0);
     }
-    Ok((started.elapsed().as_secs_f64(), bytes))
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    };
+    Ok((
+        started.elapsed().as_secs_f64(),
+        bytes,
+        median(heads),
+        median(bodies),
+    ))
 }
 
 /// The floor for an export: the same objects read one after another and written, unchanged,
