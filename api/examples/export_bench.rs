@@ -7,8 +7,8 @@
 //!                                      (a decimal: 0.01 is 10 KiB) of random bytes; prints
 //!                                      the user id
 //!   export_bench read <user-id>        context: GETs the user's images and drops the bytes;
-//!                                      prints `seconds bytes`, then the median ms per GET
-//!                                      until its headers and from there to its body's end
+//!                                      prints `seconds bytes`, then ms per GET: median to
+//!                                      its answer, median and p90 to its body's end
 //!   export_bench copy <user-id>        baseline: GETs the user's images (in export order) and
 //!                                      streams them into one object through `ObjectStore::put`;
 //!                                      prints `seconds bytes`
@@ -59,8 +59,8 @@ async fn main() -> anyhow::Result<()> {
             println!("{user}");
         }
         ["read", user] => {
-            let (seconds, bytes, head, body) = read(&pool, store, user.parse()?).await?;
-            println!("{seconds:.3} {bytes} {head:.2} {body:.2}");
+            let (seconds, bytes, [head, p50, p90]) = read(&pool, store, user.parse()?).await?;
+            println!("{seconds:.3} {bytes} {head:.2} {p50:.2} {p90:.2}");
         }
         ["copy", user] => {
             let (seconds, bytes) = copy(&pool, store, user.parse()?).await?;
@@ -165,36 +165,38 @@ async fn keys(pool: &db::DbPool, user: Uuid) -> anyhow::Result<Vec<String>> {
 }
 
 /// The reads alone: every object fetched in turn, its bytes dropped. Also returns the median
-/// milliseconds until a GET's answer (headers) and then until its body's end.
+/// milliseconds until a GET's answer (headers), and the median and 90th percentile of whole
+/// GETs (request to the body's end).
 async fn read(
     pool: &db::DbPool,
     store: Arc<dyn ObjectStore>,
     user: Uuid,
-) -> anyhow::Result<(f64, u64, f64, f64)> {
+) -> anyhow::Result<(f64, u64, [f64; 3])> {
     let keys = keys(pool, user).await?;
     let started = Instant::now();
     let mut bytes = 0u64;
-    let (mut heads, mut bodies) = (Vec::new(), Vec::new());
+    let (mut heads, mut wholes) = (Vec::new(), Vec::new());
     for key in &keys {
         let asked = Instant::now();
         let mut body = store.get(key).await?.body;
-        let answered = Instant::now();
+        heads.push(asked.elapsed().as_secs_f64() * 1000.0);
         while let Some(chunk) = body.next().await {
             bytes += chunk.with_context(|| format!("reading {key}"))?.len() as u64;
         }
-        heads.push(answered.duration_since(asked).as_secs_f64() * 1000.0);
-        bodies.push(answered.elapsed().as_secs_f64() * 1000.0);
+        wholes.push(asked.elapsed().as_secs_f64() * 1000.0);
     }
-    let median = |mut v: Vec<f64>| {
+    let percentile = |v: &mut Vec<f64>, p: f64| {
         v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or_default()
+        v.get(((v.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or_default()
     };
-    Ok((
-        started.elapsed().as_secs_f64(),
-        bytes,
-        median(heads),
-        median(bodies),
-    ))
+    let ms = [
+        percentile(&mut heads, 0.5),
+        percentile(&mut wholes, 0.5),
+        percentile(&mut wholes, 0.9),
+    ];
+    Ok((started.elapsed().as_secs_f64(), bytes, ms))
 }
 
 /// The floor for an export: the same objects read one after another and written, unchanged,
