@@ -15,8 +15,9 @@ cargo build --release --locked -q -p gptimage2-api --bin gptimage2 --example hel
 BIN="$CARGO_TARGET_DIR/release/gptimage2"
 HELLO="$CARGO_TARGET_DIR/release/examples/hello_actix"
 PROBE="bench/startup_probe.py"
-# serve's default GI2_HTTP_WORKERS is the number of cores; the baseline gets as many.
-WORKERS=$(nproc)
+# serve's default GI2_HTTP_WORKERS is the number of cores; the baseline gets as many. Other
+# documented GI2_* settings set by the caller reach serve too (e.g. GI2_HTTP_WORKERS=1).
+WORKERS="${GI2_HTTP_WORKERS:-$(nproc)}"
 DB="gi2_bench_$$"
 DIR=$(mktemp -d /tmp/gi2-bench-startup.XXXXXX)
 API_PORT=$(free_port)
