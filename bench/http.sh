@@ -16,13 +16,14 @@ DIR=$(mktemp -d)
 API_PORT=$(free_port)
 BASE_PORT=$(free_port)
 psql_admin -qc "CREATE DATABASE ${DB}" >/dev/null
+# Set at once, so a failed build or start still drops the database.
+trap 'kill ${API_PID:-} ${BASE_PID:-} 2>/dev/null; wait 2>/dev/null; psql_admin -qc "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null; rm -rf "$DIR"' EXIT
 export GI2_DATABASE_URL="postgres://postgres@${PG_HOST}:${PG_PORT}/${DB}" GI2_STORAGE_DIR="$DIR" GI2_BIND="127.0.0.1:${API_PORT}" \
   GI2_LOG=warn GI2_HTTP_WORKERS=2 GI2_JOB_POLL_MS=100 GI2_AUTH_RATE_PER_MINUTE=100000
 "$BIN" serve >"$DIR/serve.log" 2>&1 &
 API_PID=$!
 "$CARGO_TARGET_DIR/release/examples/hello_actix" "127.0.0.1:${BASE_PORT}" 2 &
 BASE_PID=$!
-trap 'kill $API_PID $BASE_PID 2>/dev/null; wait 2>/dev/null; psql_admin -qc "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null; rm -rf "$DIR"' EXIT
 wait_for_port "$API_PORT" "gptimage2"
 wait_for_port "$BASE_PORT" "hello_actix"
 API="http://127.0.0.1:${API_PORT}"

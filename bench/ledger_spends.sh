@@ -16,13 +16,14 @@ URL="postgres://postgres@${PG_HOST}:${PG_PORT}/${DB}"
 DIR=$(mktemp -d)
 API_PORT=$(free_port)
 psql_admin -qc "CREATE DATABASE ${DB}" >/dev/null
+# Set at once, so a failed build or start still drops the database.
+trap 'kill ${API_PID:-} 2>/dev/null; wait 2>/dev/null; psql_admin -qc "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null; rm -rf "$DIR"' EXIT
 cargo build --release --locked -q -p gptimage2-api --bin gptimage2 --example ledger_bench
 BIN="$CARGO_TARGET_DIR/release/gptimage2"
 export GI2_DATABASE_URL="$URL" GI2_STORAGE_DIR="$DIR/objects" GI2_BIND="127.0.0.1:${API_PORT}" GI2_LOG=warn \
   GI2_HTTP_WORKERS=2 GI2_AUTH_RATE_PER_MINUTE=100000 GI2_DATABASE_POOL_SIZE=$((CONCURRENCY + 2))
 "$BIN" serve --no-workers >"$DIR/serve.log" 2>&1 &
 API_PID=$!
-trap 'kill $API_PID 2>/dev/null; wait 2>/dev/null; psql_admin -qc "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null; rm -rf "$DIR"' EXIT
 wait_for_port "$API_PORT" "gptimage2"
 API="http://127.0.0.1:${API_PORT}"
 # One user per client, as in the ledger row below: one user's spends queue on their account lock.
