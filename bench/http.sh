@@ -17,7 +17,7 @@ API_PORT=$(free_port)
 BASE_PORT=$(free_port)
 psql_admin -qc "CREATE DATABASE ${DB}" >/dev/null
 # Set at once, so a failed build or start still drops the database.
-trap 'kill ${API_PID:-} ${BASE_PID:-} 2>/dev/null; wait 2>/dev/null; psql_admin -qc "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null; rm -rf "$DIR"' EXIT
+trap 'kill ${API_PID:-} ${BASE_PID:-} 2>/dev/null || true; wait 2>/dev/null || true; psql_admin -qc "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null; rm -rf "$DIR"' EXIT
 export GI2_DATABASE_URL="postgres://postgres@${PG_HOST}:${PG_PORT}/${DB}" GI2_STORAGE_DIR="$DIR" GI2_BIND="127.0.0.1:${API_PORT}" \
   GI2_LOG=warn GI2_HTTP_WORKERS=2 GI2_JOB_POLL_MS=100 GI2_AUTH_RATE_PER_MINUTE=100000
 "$BIN" serve >"$DIR/serve.log" 2>&1 &

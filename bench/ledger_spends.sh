@@ -17,7 +17,7 @@ DIR=$(mktemp -d)
 API_PORT=$(free_port)
 psql_admin -qc "CREATE DATABASE ${DB}" >/dev/null
 # Set at once, so a failed build or start still drops the database.
-trap 'kill ${API_PID:-} 2>/dev/null; wait 2>/dev/null; psql_admin -qc "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null; rm -rf "$DIR"' EXIT
+trap 'kill ${API_PID:-} 2>/dev/null || true; wait 2>/dev/null || true; psql_admin -qc "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null; rm -rf "$DIR"' EXIT
 cargo build --release --locked -q -p gptimage2-api --bin gptimage2 --example ledger_bench
 BIN="$CARGO_TARGET_DIR/release/gptimage2"
 export GI2_DATABASE_URL="$URL" GI2_STORAGE_DIR="$DIR/objects" GI2_BIND="127.0.0.1:${API_PORT}" GI2_LOG=warn \
