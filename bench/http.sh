@@ -8,6 +8,9 @@ source scripts/lib.sh
 DURATION="${1:-10}"
 CONNECTIONS="${2:-32}"
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+# oha holds a fixed request rate (wrk cannot), for the latency at half the maximum rate.
+OHA="$TOOLS_DIR/bin/oha"
+[ -x "$OHA" ] || { echo "==> installing oha (once per machine)"; cargo install oha@1.16.0 --locked --root "$TOOLS_DIR" --quiet; }
 ensure_postgres
 cargo build --release --locked -q -p gptimage2-api --bin gptimage2 --example hello_actix
 BIN="$CARGO_TARGET_DIR/release/gptimage2"
@@ -55,6 +58,13 @@ printf '%-40s %12s %10s %10s\n' "endpoint (${CONNECTIONS} connections, ${DURATIO
 run baseline "minimal actix-web handler (baseline)" "http://127.0.0.1:${BASE_PORT}/"
 run me "GET /v1/me" "$API/v1/me" "$TOKEN"
 run generations "GET /v1/generations?limit=20" "$API/v1/generations?limit=20" "$TOKEN"
+# Latency at half the list's maximum rate, held constant (corrected for coordinated omission).
+HALF=$(awk -v r="$(cat "$DIR/generations.rps")" 'BEGIN { printf "%d", r / 2 }')
+HALF_P99=$("$OHA" -z "${DURATION}s" -c "$CONNECTIONS" -q "$HALF" --latency-correction --no-tui --output-format json \
+  -H "Authorization: Bearer $TOKEN" "$API/v1/generations?limit=20" \
+  | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2fms" % (d["latencyPercentiles"]["p99"] * 1000))')
+printf '%-40s %12s %10s %10s\n' "GET /v1/generations?limit=20 at ${HALF}/s" "$HALF" "" "$HALF_P99"
+
 # The database work of one list request (session check, the page, its images and deliveries),
 # replayed by pgbench at the same concurrency: the ceiling the database alone allows.
 UID_=$(psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d "$DB" -Atc "SELECT id FROM users LIMIT 1")
