@@ -9,10 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use reqwest::header::ACCEPT;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use url::Url;
-use utoipa::ToSchema;
 
 use crate::config::{OAuthConfig, OAuthProviderConfig};
 
@@ -23,33 +22,17 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Provider answers are small; anything bigger is not a provider answer.
 const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// A sign-in provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-#[schema(as = OAuthProvider)]
-pub enum Provider {
-    Google,
-    Github,
+// The URL path segment, and as stored in `identities.provider` and `sessions.auth_method`.
+crate::wire_enum! {
+    /// A sign-in provider.
+    #[schema(as = OAuthProvider)]
+    pub enum Provider {
+        Google = "google",
+        Github = "github",
+    }
 }
 
 impl Provider {
-    /// From the URL path segment; `None` for anything else.
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "google" => Some(Self::Google),
-            "github" => Some(Self::Github),
-            _ => None,
-        }
-    }
-
-    /// As stored in `identities.provider` and `sessions.auth_method`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Google => "google",
-            Self::Github => "github",
-        }
-    }
-
     pub fn label(self) -> &'static str {
         match self {
             Self::Google => "Google",

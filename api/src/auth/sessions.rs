@@ -4,8 +4,6 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{activity, client::ClientInfo, tokens};
@@ -16,24 +14,16 @@ use crate::{
     wire_enum,
 };
 
-/// How the client keeps its refresh token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(example = "web")]
-pub enum ClientKind {
-    /// Browser SPA: the refresh token lives in an HttpOnly cookie.
-    #[default]
-    Web,
-    /// Mobile app: the refresh token is returned in the body.
-    Mobile,
-}
-
-impl ClientKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Web => "web",
-            Self::Mobile => "mobile",
-        }
+wire_enum! {
+    /// How the client keeps its refresh token.
+    #[derive(Default)]
+    #[schema(example = "web")]
+    pub enum ClientKind {
+        /// Browser SPA: the refresh token lives in an HttpOnly cookie.
+        #[default]
+        Web = "web",
+        /// Mobile app: the refresh token is returned in the body.
+        Mobile = "mobile",
     }
 }
 

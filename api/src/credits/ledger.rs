@@ -9,8 +9,6 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use serde::Serialize;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::db::schema::{
@@ -30,27 +28,15 @@ pub enum CreditError {
     Db(#[from] diesel::result::Error),
 }
 
-/// Where a grant's credits came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(example = "purchase")]
-pub enum GrantSource {
-    Purchase,
-    Subscription,
-    Promotion,
-    Admin,
-    RefundReversal,
-}
-
-impl GrantSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Purchase => "purchase",
-            Self::Subscription => "subscription",
-            Self::Promotion => "promotion",
-            Self::Admin => "admin",
-            Self::RefundReversal => "refund_reversal",
-        }
+wire_enum! {
+    /// Where a grant's credits came from.
+    #[schema(example = "purchase")]
+    pub enum GrantSource {
+        Purchase = "purchase",
+        Subscription = "subscription",
+        Promotion = "promotion",
+        Admin = "admin",
+        RefundReversal = "refund_reversal",
     }
 }
 

@@ -27,21 +27,12 @@ pub async fn catalog(state: web::Data<AppState>) -> web::Json<Catalog> {
     web::Json(state.config.billing.catalog.clone())
 }
 
-/// A payment provider.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-#[schema(example = "stripe")]
-pub enum ProviderName {
-    Stripe,
-    Creem,
-}
-
-impl ProviderName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stripe => "stripe",
-            Self::Creem => "creem",
-        }
+crate::wire_enum! {
+    /// A payment provider.
+    #[schema(example = "stripe")]
+    pub enum ProviderName {
+        Stripe = "stripe",
+        Creem = "creem",
     }
 }
 
