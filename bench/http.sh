@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Requests per second and p50/p99 latency of authenticated `GET /v1/me` and
 # `GET /v1/generations?limit=20`, beside a minimal actix-web handler, all measured by wrk from
-# a second process in one run on this machine. Usage: bench/http.sh [seconds=10] [connections=32]
+# a second process in one run on this machine. The list is measured twice: served by the read
+# cache (a client polling an unchanged list) and by a second server on the same database with
+# the cache off (every request reads the database, as after each change).
+# Usage: bench/http.sh [seconds=10] [connections=32]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -17,10 +20,11 @@ BIN="$CARGO_TARGET_DIR/release/gptimage2"
 DB="gi2_bench_$$"
 DIR=$(mktemp -d)
 API_PORT=$(free_port)
+UNCACHED_PORT=$(free_port)
 BASE_PORT=$(free_port)
 psql_admin -qc "CREATE DATABASE ${DB}" >/dev/null
 # Set at once, so a failed build or start still drops the database.
-trap 'kill ${API_PID:-} ${BASE_PID:-} 2>/dev/null || true; wait 2>/dev/null || true; psql_admin -qc "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null; rm -rf "$DIR"' EXIT
+trap 'kill ${API_PID:-} ${UNCACHED_PID:-} ${BASE_PID:-} 2>/dev/null || true; wait 2>/dev/null || true; psql_admin -qc "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null; rm -rf "$DIR"' EXIT
 export GI2_DATABASE_URL="postgres://postgres@${PG_HOST}:${PG_PORT}/${DB}" GI2_STORAGE_DIR="$DIR" GI2_BIND="127.0.0.1:${API_PORT}" \
   GI2_LOG=warn GI2_HTTP_WORKERS=2 GI2_JOB_POLL_MS=100 GI2_AUTH_RATE_PER_MINUTE=100000
 "$BIN" serve >"$DIR/serve.log" 2>&1 &
@@ -28,6 +32,9 @@ API_PID=$!
 "$CARGO_TARGET_DIR/release/examples/hello_actix" "127.0.0.1:${BASE_PORT}" 2 &
 BASE_PID=$!
 wait_for_port "$API_PORT" "gptimage2"
+GI2_BIND="127.0.0.1:${UNCACHED_PORT}" GI2_READ_CACHE_USERS=0 "$BIN" serve --no-workers >"$DIR/serve-uncached.log" 2>&1 &
+UNCACHED_PID=$!
+wait_for_port "$UNCACHED_PORT" "gptimage2 (cache off)"
 wait_for_port "$BASE_PORT" "hello_actix"
 API="http://127.0.0.1:${API_PORT}"
 TOKEN=$(curl -sf -X POST "$API/v1/auth/register" -H 'content-type: application/json' \
@@ -58,6 +65,7 @@ printf '%-40s %12s %10s %10s\n' "endpoint (${CONNECTIONS} connections, ${DURATIO
 run baseline "minimal actix-web handler (baseline)" "http://127.0.0.1:${BASE_PORT}/"
 run me "GET /v1/me" "$API/v1/me" "$TOKEN"
 run generations "GET /v1/generations?limit=20" "$API/v1/generations?limit=20" "$TOKEN"
+run uncached "GET /v1/generations?limit=20, cache off" "http://127.0.0.1:${UNCACHED_PORT}/v1/generations?limit=20" "$TOKEN"
 # Latency at half the list's maximum rate, held constant (corrected for coordinated omission).
 HALF=$(awk -v r="$(cat "$DIR/generations.rps")" 'BEGIN { printf "%d", r / 2 }')
 HALF_P99=$("$OHA" -z "${DURATION}s" -c "$CONNECTIONS" -q "$HALF" --latency-correction --no-tui --output-format json \
@@ -79,7 +87,7 @@ SQL_TPS=$(pgbench -n -M prepared -f "$DIR/list.sql" -D uid="$UID_" -D sid="$SID"
   -h "$PG_HOST" -p "$PG_PORT" -U postgres "$DB" 2>/dev/null | awk '/^tps = /{print $3}')
 printf '%-40s %12.1f\n' "its SQL alone via pgbench (DB ceiling)" "$SQL_TPS"
 echo "$SQL_TPS" > "$DIR/sql.rps"
-awk -v a="$(cat "$DIR/generations.rps")" -v b="$SQL_TPS" 'BEGIN { printf "ratio generations / its SQL via pgbench: %.3f\n", a / b }'
-for id in me generations; do
+awk -v a="$(cat "$DIR/uncached.rps")" -v b="$SQL_TPS" 'BEGIN { printf "ratio uncached / its SQL via pgbench: %.3f\n", a / b }'
+for id in me generations uncached; do
   awk -v a="$(cat "$DIR/$id.rps")" -v b="$(cat "$DIR/baseline.rps")" -v n="$id" 'BEGIN { printf "ratio %s / baseline: %.3f\n", n, a / b }'
 done

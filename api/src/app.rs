@@ -13,6 +13,7 @@ use crate::{
     jobs,
     mail::{self, Mailer},
     metrics::Metrics,
+    read_cache::ReadCache,
     state::AppState,
     storage,
 };
@@ -35,12 +36,18 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let store = storage::from_config(&config).await?;
     let jwt = Arc::new(crate::auth::tokens::JwtKeys::from_config(&config)?);
     let http = crate::auth::oauth::http_client()?;
+    let metrics = Arc::new(Metrics::new());
+    let read_cache = Arc::new(ReadCache::new(
+        config.read_cache_users,
+        &metrics.read_cache_lookups,
+    ));
     Ok(AppState {
         config: Arc::new(config),
         pool,
         store,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         jwt,
+        read_cache,
         http,
     })
 }
@@ -82,6 +89,7 @@ pub fn job_registry(state: &AppState) -> anyhow::Result<jobs::Registry> {
         })
         .with(crate::generations::job::GenerateHandler {
             pool: state.pool.clone(),
+            cache: state.read_cache.clone(),
             store: state.store.clone(),
             provider: image_provider(&state.config)?,
             deadline: state.config.generation.deadline,
@@ -102,6 +110,7 @@ pub fn job_registry(state: &AppState) -> anyhow::Result<jobs::Registry> {
         })
         .with(crate::generations::webhooks::DeliverWebhookHandler {
             pool: state.pool.clone(),
+            cache: state.read_cache.clone(),
             policy: state.config.webhooks.clone(),
             allow_http: state.config.is_development(),
         }))
@@ -222,6 +231,16 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let handle: ServerHandle = self.server.handle();
         let server = tokio::spawn(self.server);
+        // Until this connects, the read cache serves nothing and every read goes to the database.
+        if self.state.read_cache.enabled() {
+            tokio::spawn(crate::db::listen::listen(
+                self.state.config.database_url.expose().to_string(),
+                crate::read_cache::CHANNEL,
+                "change notifications (read cache)",
+                self.state.read_cache.clone(),
+                shutdown.clone(),
+            ));
+        }
         let workers = if self.with_workers {
             tokio::spawn(maintenance(
                 self.state.clone(),

@@ -81,6 +81,9 @@ pub struct Config {
     pub log_format: LogFormat,
     pub cors_origins: Vec<String>,
     pub http_workers: usize,
+    /// Users whose credential checks and generation pages are kept in memory
+    /// (`read_cache.rs`); 0 turns the cache off.
+    pub read_cache_users: usize,
     pub max_json_bytes: usize,
     pub storage: StorageConfig,
     /// HMAC key for signed URLs of the local object store.
@@ -548,6 +551,7 @@ impl Config {
             log_format,
             cors_origins,
             http_workers: env.parse_min("HTTP_WORKERS", &cpus.to_string(), 1)?,
+            read_cache_users: env.parse("READ_CACHE_USERS", "10000")?,
             max_json_bytes: env.parse_min("MAX_JSON_BYTES", "1048576", 1024)?,
             storage,
             url_signing_key,

@@ -17,6 +17,7 @@ pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod pagination;
+pub mod read_cache;
 pub mod retention;
 pub mod routes;
 pub mod state;

@@ -1,4 +1,5 @@
-//! Prometheus metrics: HTTP traffic by route, database pool use, job queue depth.
+//! Prometheus metrics: HTTP traffic by route, database pool use, job queue depth, read-cache
+//! hits.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -13,6 +14,7 @@ pub struct Metrics {
     pub pool_available: IntGauge,
     pub pool_waiting: IntGauge,
     pub job_queue_depth: IntGaugeVec,
+    pub read_cache_lookups: IntCounterVec,
 }
 
 impl Metrics {
@@ -61,6 +63,14 @@ impl Metrics {
             &["kind", "status"],
         )
         .expect("valid metric");
+        let read_cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "read_cache_lookups_total",
+                "Read-cache lookups, by kind (session, api_key, page) and outcome (hit, miss).",
+            ),
+            &["kind", "outcome"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -68,6 +78,7 @@ impl Metrics {
             Box::new(pool_available.clone()),
             Box::new(pool_waiting.clone()),
             Box::new(job_queue_depth.clone()),
+            Box::new(read_cache_lookups.clone()),
         ] {
             registry
                 .register(collector)
@@ -81,6 +92,7 @@ impl Metrics {
             pool_available,
             pool_waiting,
             job_queue_depth,
+            read_cache_lookups,
         }
     }
 

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use crate::{
-    auth::tokens::JwtKeys, config::Config, db::DbPool, metrics::Metrics, storage::ObjectStore,
+    auth::tokens::JwtKeys, config::Config, db::DbPool, metrics::Metrics, read_cache::ReadCache,
+    storage::ObjectStore,
 };
 
 #[derive(Clone)]
@@ -13,6 +14,8 @@ pub struct AppState {
     pub store: Arc<dyn ObjectStore>,
     pub metrics: Arc<Metrics>,
     pub jwt: Arc<JwtKeys>,
+    /// Credential checks and generation pages, invalidated on change (`read_cache.rs`).
+    pub read_cache: Arc<ReadCache>,
     /// Outbound calls to OAuth providers (cheap to clone; shares one connection pool).
     pub http: reqwest::Client,
 }

@@ -23,6 +23,7 @@ mod oauth;
 mod openai_provider;
 mod openapi;
 mod privacy_policy;
+mod read_cache;
 mod reference_images;
 mod retention;
 mod storage;

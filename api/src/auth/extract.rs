@@ -2,8 +2,14 @@
 //!
 //! A JWT is only as good as its session: every request checks the session row by primary
 //! key, so a revoked session, a reset password or a disabled account stops working at once.
+//! The check is kept in the read cache, which forgets it when any of those rows changes.
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use actix_web::{
+    FromRequest, HttpMessage, HttpRequest,
+    dev::Payload,
+    http::{Method, header},
+    web,
+};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use futures::future::LocalBoxFuture;
@@ -13,6 +19,7 @@ use super::{ClientInfo, tokens};
 use crate::{
     db::schema::{api_keys, sessions, users},
     error::ApiError,
+    read_cache::{ApiKeyCheck, SessionCheck},
     state::AppState,
 };
 
@@ -67,16 +74,25 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
 }
 
 async fn authenticate(
-    state: web::Data<AppState>,
+    state: &AppState,
     token: String,
     client: ClientInfo,
 ) -> Result<Auth, ApiError> {
-    let mut conn = state.pool.get().await?;
+    let cache = &state.read_cache;
     if token.starts_with(API_KEY_PREFIX) {
         let hash = tokens::hash_token(&token);
-        let key: Option<(Uuid, Uuid)> = api_keys::table
+        let valid = |key: &ApiKeyCheck| key.expires_at.is_none_or(|at| at > chrono::Utc::now());
+        if let Some(key) = cache.api_key(&hash).filter(valid) {
+            return Ok(Auth {
+                user_id: key.user_id,
+                credential: Credential::ApiKey(key.key_id),
+            });
+        }
+        let stamp = cache.stamp();
+        let mut conn = state.pool.get().await?;
+        let key: Option<(Uuid, Uuid, Option<chrono::DateTime<chrono::Utc>>)> = api_keys::table
             .inner_join(users::table)
-            .filter(api_keys::key_hash.eq(hash))
+            .filter(api_keys::key_hash.eq(&hash))
             .filter(api_keys::revoked_at.is_null())
             .filter(
                 api_keys::expires_at
@@ -84,23 +100,32 @@ async fn authenticate(
                     .or(api_keys::expires_at.gt(diesel::dsl::now)),
             )
             .filter(users::disabled_at.is_null())
-            .select((api_keys::id, api_keys::user_id))
+            .select((api_keys::id, api_keys::user_id, api_keys::expires_at))
             .first(&mut conn)
             .await
             .optional()?;
-        let (key_id, user_id) = key.ok_or_else(|| {
+        let (key_id, user_id, expires_at) = key.ok_or_else(|| {
             ApiError::unauthorized(
                 "invalid_api_key",
                 "The API key is unknown, revoked or expired.",
             )
         })?;
-        // Cheap: at most one write a minute per key.
+        // Cheap: at most one write a minute per key (and none while the check is cached).
         diesel::sql_query(
             "UPDATE api_keys SET last_used_at = now() WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
         )
         .bind::<diesel::sql_types::Uuid, _>(key_id)
         .execute(&mut conn)
         .await?;
+        cache.keep_api_key(
+            stamp,
+            hash,
+            ApiKeyCheck {
+                key_id,
+                user_id,
+                expires_at,
+            },
+        );
         return Ok(Auth {
             user_id,
             credential: Credential::ApiKey(key_id),
@@ -112,21 +137,35 @@ async fn authenticate(
             "The access token is invalid or expired; refresh it.",
         )
     })?;
-    let last_used: Option<chrono::DateTime<chrono::Utc>> = sessions::table
-        .inner_join(users::table)
-        .filter(sessions::id.eq(claims.sid))
-        .filter(sessions::user_id.eq(claims.sub))
-        .filter(sessions::revoked_at.is_null())
-        .filter(sessions::expires_at.gt(diesel::dsl::now))
-        .filter(users::disabled_at.is_null())
-        .select(sessions::last_used_at)
-        .first(&mut conn)
-        .await
-        .optional()?;
-    let last_used = last_used.ok_or_else(|| {
+    let auth = Auth {
+        user_id: claims.sub,
+        credential: Credential::Session(claims.sid),
+    };
+    if cache
+        .session(claims.sub, claims.sid)
+        .is_some_and(|s| s.expires_at > chrono::Utc::now())
+    {
+        return Ok(auth);
+    }
+    let stamp = cache.stamp();
+    let mut conn = state.pool.get().await?;
+    let session: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
+        sessions::table
+            .inner_join(users::table)
+            .filter(sessions::id.eq(claims.sid))
+            .filter(sessions::user_id.eq(claims.sub))
+            .filter(sessions::revoked_at.is_null())
+            .filter(sessions::expires_at.gt(diesel::dsl::now))
+            .filter(users::disabled_at.is_null())
+            .select((sessions::last_used_at, sessions::expires_at))
+            .first(&mut conn)
+            .await
+            .optional()?;
+    let (last_used, expires_at) = session.ok_or_else(|| {
         ApiError::unauthorized("session_revoked", "This session has ended; sign in again.")
     })?;
-    // "Last used" for the session list, written at most once a minute per session.
+    // "Last used" for the session list, written at most once a minute per session (and
+    // none while the check is cached).
     if chrono::Utc::now() - last_used > chrono::Duration::minutes(1) {
         diesel::update(sessions::table.find(claims.sid))
             .set((
@@ -137,10 +176,8 @@ async fn authenticate(
             .execute(&mut conn)
             .await?;
     }
-    Ok(Auth {
-        user_id: claims.sub,
-        credential: Credential::Session(claims.sid),
-    })
+    cache.keep_session(stamp, claims.sub, claims.sid, SessionCheck { expires_at });
+    Ok(auth)
 }
 
 impl FromRequest for Auth {
@@ -151,10 +188,19 @@ impl FromRequest for Auth {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer(req);
         let client = ClientInfo::of(req);
+        let req = req.clone();
         Box::pin(async move {
             let state =
                 state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
-            authenticate(state, token?, client).await
+            let auth = authenticate(&state, token?, client).await?;
+            // A request that may change something holds this until it is dropped with its
+            // request, after the handler committed: the user's cached reads are neither
+            // served nor kept meanwhile, then forgotten (`read_cache.rs`).
+            if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+                req.extensions_mut()
+                    .insert(state.read_cache.writing(auth.user_id));
+            }
+            Ok(auth)
         })
     }
 }

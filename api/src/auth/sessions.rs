@@ -136,7 +136,7 @@ pub async fn rotate(
     info: &ClientInfo,
 ) -> Result<(Uuid, Issued), ApiError> {
     let hash = tokens::hash_token(presented);
-    let outcome: Result<(Uuid, Issued), ApiError> = conn
+    let outcome: Result<(Uuid, Issued), (Uuid, ApiError)> = conn
         .transaction::<_, ApiError, _>(async |conn| {
                 let found: Option<Presented> = refresh_tokens::table
                     .inner_join(sessions::table.inner_join(users::table))
@@ -174,10 +174,10 @@ pub async fn rotate(
                         .await?;
                     }
                     // Committed on purpose: the revocation must stick although the call fails.
-                    return Ok(Err(ApiError::unauthorized(
+                    return Ok(Err((t.user_id, ApiError::unauthorized(
                         "refresh_token_reused",
                         "This refresh token was already used; the session has been ended for safety. Sign in again.",
-                    )));
+                    ))));
                 }
                 let now = Utc::now();
                 if t.revoked_at.is_some() || t.disabled_at.is_some() || t.session_expires_at <= now || t.token_expires_at <= now {
@@ -211,7 +211,11 @@ pub async fn rotate(
                 )))
         })
         .await?;
-    outcome
+    // A refresh is not signed in, so no write guard: forget the ended session before answering.
+    outcome.map_err(|(user_id, err)| {
+        state.read_cache.invalidate(user_id);
+        err
+    })
 }
 
 /// Ends one session of `user_id`; false when there is no such live session.

@@ -1,5 +1,6 @@
 //! PostgreSQL through diesel-async: the pool, and start-up checks with errors a newcomer can act on.
 
+pub mod listen;
 pub mod migrate;
 pub mod schema;
 

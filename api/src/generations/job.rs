@@ -20,6 +20,7 @@ use crate::{
         schema::{generation_images, generation_partials, generations},
     },
     jobs::{JobContext, JobError, JobHandler},
+    read_cache::ReadCache,
     storage::{self, ObjectStore},
 };
 
@@ -29,6 +30,8 @@ pub const MAX_ATTEMPTS: i32 = 4;
 
 pub struct GenerateHandler {
     pub pool: DbPool,
+    /// Marked while a generation changes, so its user's cached pages wait for the commit.
+    pub cache: Arc<ReadCache>,
     pub store: Arc<dyn ObjectStore>,
     pub provider: Arc<dyn ImageProvider>,
     pub deadline: Duration,
@@ -294,6 +297,7 @@ impl GenerateHandler {
         let Some(g) = g.filter(|g| g.status == "queued" || g.status == "running") else {
             return Ok(());
         };
+        let _writing = self.cache.writing(g.user_id);
         let started_at = g.started_at.unwrap_or_else(Utc::now);
         diesel::update(
             generations::table

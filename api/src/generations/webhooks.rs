@@ -12,6 +12,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
     time::Duration,
 };
 
@@ -33,6 +34,7 @@ use crate::{
         schema::{generation_images, generations, webhook_deliveries, webhook_secrets},
     },
     jobs::{self, JobContext, JobError, JobHandler, NewJob},
+    read_cache::ReadCache,
 };
 
 pub const KIND: &str = "deliver_webhook";
@@ -307,6 +309,8 @@ enum Attempt {
 
 pub struct DeliverWebhookHandler {
     pub pool: DbPool,
+    /// Marked while a delivery's outcome is recorded (it is shown on the generation).
+    pub cache: Arc<ReadCache>,
     pub policy: WebhookConfig,
     /// Plain http receivers are accepted (development).
     pub allow_http: bool,
@@ -476,6 +480,7 @@ impl JobHandler for DeliverWebhookHandler {
         let Some((user_id, url, payload, _)) = row.filter(|r| r.3 == "pending") else {
             return Ok(());
         };
+        let _writing = self.cache.writing(user_id);
         let secret = secret_for(&mut conn, user_id).await.map_err(retry)?;
         // No pooled connection is held across the receiver's (up to 10 s) answer.
         drop(conn);

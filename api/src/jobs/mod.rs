@@ -4,7 +4,6 @@
 //! under a renewable lease, retried with exponential backoff, and woken by LISTEN/NOTIFY.
 //! Delivery is at least once: a job whose worker dies runs again once its lease expires.
 
-mod listen;
 mod worker;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};

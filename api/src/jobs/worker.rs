@@ -14,7 +14,7 @@ use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 use uuid::Uuid;
 
-use super::{JobContext, JobError, Registry, WorkerOptions, backoff, listen};
+use super::{CHANNEL, JobContext, JobError, Registry, WorkerOptions, backoff};
 use crate::db::DbPool;
 
 /// Pause after a database error before the loop tries again.
@@ -68,7 +68,13 @@ pub(super) async fn run(
     // A JoinSet aborts its tasks when dropped, so aborting this future stops every slot
     // (and, through AbortOnDropHandle, every handler) like a dead process would.
     let mut tasks = JoinSet::new();
-    tasks.spawn(listen::listen(database_url, notify, shutdown));
+    tasks.spawn(crate::db::listen::listen(
+        database_url,
+        CHANNEL,
+        "job notifications",
+        Arc::new(WakeSlots(notify)),
+        shutdown,
+    ));
     for slot in 0..concurrency {
         tasks.spawn(run_slot(Arc::clone(&shared), format!("{prefix}-{slot}")));
     }
@@ -80,6 +86,20 @@ pub(super) async fn run(
     }
     tracing::info!(worker = %prefix, "job workers stopped");
     Ok(())
+}
+
+/// Wakes every idle slot on each notification, and after every (re)connect since
+/// notifications sent while disconnected are lost. While deaf, slots poll.
+struct WakeSlots(Arc<Notify>);
+
+impl crate::db::listen::Subscriber for WakeSlots {
+    fn listening(&self) {
+        self.0.notify_waiters();
+    }
+    fn notified(&self, _: &str) {
+        self.0.notify_waiters();
+    }
+    fn deaf(&self) {}
 }
 
 fn hostname() -> String {

@@ -668,6 +668,8 @@ pub async fn logout(
     if let Some((user_id, session_id)) = target
         && sessions::revoke(&mut conn, user_id, session_id, "signed_out").await?
     {
+        // Signed out by cookie there is no write guard: forget the session before answering.
+        state.read_cache.invalidate(user_id);
         activity::record(
             &mut conn,
             user_id,
@@ -833,5 +835,7 @@ pub async fn reset_password(
             Ok(())
     })
     .await?;
+    // Not signed in, so no write guard: the ended sessions are forgotten before the answer.
+    state.read_cache.invalidate(user.id);
     Ok(HttpResponse::NoContent().finish())
 }

@@ -506,26 +506,42 @@ pub async fn list(
     state: web::Data<AppState>,
     auth: Auth,
     query: web::Query<ListQuery>,
-) -> Result<web::Json<GenerationPage>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let page = PageQuery {
         limit: query.limit,
         cursor: query.cursor,
     };
     let limit = page.limit()?;
+    let status = match query.status {
+        None => None,
+        Some(status) => Some(GenerationStatus::parse(&status).ok_or_else(|| {
+            ApiError::validation(
+                "status",
+                "must be queued, running, succeeded, failed or canceled",
+            )
+        })?),
+    };
+    let after = page.after()?;
+    // A client polling its list gets the page kept from the last identical request, until
+    // one of its generations, images or deliveries changes (`read_cache.rs`).
+    let cache = &state.read_cache;
+    let key = format!(
+        "generations?status={}&after={}&limit={limit}",
+        status.map_or("", |s| s.as_str()),
+        after.map(|id| id.to_string()).unwrap_or_default(),
+    );
+    if let Some(body) = cache.page(auth.user_id, &key) {
+        return Ok(json_bytes(body));
+    }
+    let stamp = cache.stamp();
     let mut q = generations::table
         .filter(generations::user_id.eq(auth.user_id))
         .into_boxed();
-    if let Some(status) = query.status {
-        let Some(status) = GenerationStatus::parse(&status) else {
-            return Err(ApiError::validation(
-                "status",
-                "must be queued, running, succeeded, failed or canceled",
-            ));
-        };
+    if let Some(status) = status {
         q = q.filter(generations::status.eq(status.as_str()));
     }
-    if let Some(after) = page.after()? {
+    if let Some(after) = after {
         q = q.filter(generations::id.lt(after));
     }
     let mut conn = state.pool.get().await?;
@@ -539,10 +555,28 @@ pub async fn list(
     rows.truncate(limit as usize);
     let last = rows.last().map(|r| r.id);
     let data = views(&mut conn, &state, rows).await?;
-    Ok(web::Json(Page {
+    let page = Page {
         data,
         next_cursor: last.filter(|_| more).map(crate::pagination::cursor_after),
-    }))
+    };
+    let body =
+        web::Bytes::from(serde_json::to_vec(&page).map_err(|e| ApiError::Internal(e.into()))?);
+    // Kept for a tenth of the links' lifetime, so a page served from memory still carries
+    // links valid for nine tenths of it (their `expires_at` says exactly).
+    cache.keep_page(
+        stamp,
+        auth.user_id,
+        key,
+        body.clone(),
+        state.config.signed_url_ttl / 10,
+    );
+    Ok(json_bytes(body))
+}
+
+fn json_bytes(body: web::Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
 }
 
 /// One generation, with short-lived signed links to its images.

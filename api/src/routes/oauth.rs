@@ -386,6 +386,8 @@ pub async fn callback(
         Err(err) => Err(err),
         Ok(Outcome::Refused(reason)) => refuse(reason),
         Ok(Outcome::SignedIn(issued, user_id)) => {
+            // Linking may have ended sessions (see `link`); no write guard covers a sign-in.
+            state.read_cache.invalidate(user_id);
             analytics::track(
                 &mut conn,
                 &state.config.url_signing_key,
