@@ -25,6 +25,8 @@ BASE_PORT=$(free_port)
 psql_admin -qc "CREATE DATABASE ${DB}" >/dev/null
 # Set at once, so a failed build or start still drops the database.
 trap 'kill ${API_PID:-} ${UNCACHED_PID:-} ${BASE_PID:-} 2>/dev/null || true; wait 2>/dev/null || true; psql_admin -qc "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null; rm -rf "$DIR"' EXIT
+# One signing key (and one URL key) for both servers, so the second accepts the first's token.
+export GI2_JWT_SECRET="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" GI2_URL_SIGNING_KEY="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
 export GI2_DATABASE_URL="postgres://postgres@${PG_HOST}:${PG_PORT}/${DB}" GI2_STORAGE_DIR="$DIR" GI2_BIND="127.0.0.1:${API_PORT}" \
   GI2_LOG=warn GI2_HTTP_WORKERS=2 GI2_JOB_POLL_MS=100 GI2_AUTH_RATE_PER_MINUTE=100000
 "$BIN" serve >"$DIR/serve.log" 2>&1 &
@@ -55,6 +57,8 @@ run() { # id name url [auth]
   if [ -n "${3:-}" ]; then out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $3" "$2")
   else out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$2"); fi
   local rps p50 p99
+  # Refused requests are fast: a run with any would measure the wrong thing.
+  if echo "$out" | grep -q "Non-2xx"; then echo "$out" >&2; echo "error: $1 answered non-2xx" >&2; exit 1; fi
   rps=$(echo "$out" | awk '/^Requests\/sec/{print $2}')
   p50=$(echo "$out" | awk '$1=="50%"{print $2}')
   p99=$(echo "$out" | awk '$1=="99%"{print $2}')

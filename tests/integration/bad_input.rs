@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use gptimage2_tests::{AppOptions, TestApp, TestUser, spawn_app_with};
 use reqwest::{
     Response, StatusCode,
@@ -158,17 +159,28 @@ async fn a_100_mb_streamed_body_is_cut_off_with_413() {
     // 100 chunks of 1 MiB sharing one buffer: the test itself holds 1 MiB, never 100.
     let chunk = Bytes::from(vec![b'a'; 1 << 20]);
     let head = Bytes::from_static(br#"{"prompt":""#);
-    // Counts the chunks the client was allowed to send: the server must stop reading early.
+    // Counts the chunks the client was allowed to send: the server must answer early. Past the
+    // limit the client sends one MiB every 50 ms, so an answer that waited for the end would
+    // come after 5 s and 101 chunks. (After answering, actix reads and discards what still
+    // arrives for up to a second before closing, so the client may send more by then: the
+    // count that matters is the one when the answer arrives.)
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = sent.clone();
     let stream = futures::stream::iter(
         std::iter::once(head)
             .chain(std::iter::repeat_n(chunk, 100))
-            .map(move |c| {
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok::<_, std::io::Error>(c)
-            }),
-    );
+            .enumerate(),
+    )
+    .then(move |(i, c)| {
+        let counter = counter.clone();
+        async move {
+            if i > 2 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, std::io::Error>(c)
+        }
+    });
     let res = app
         .client
         .post(app.url("/v1/generations"))
@@ -178,6 +190,7 @@ async fn a_100_mb_streamed_body_is_cut_off_with_413() {
         .timeout(Duration::from_secs(60))
         .send()
         .await;
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
     match res {
         Ok(res) => {
             assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
@@ -187,7 +200,6 @@ async fn a_100_mb_streamed_body_is_cut_off_with_413() {
         // the client sees a broken pipe. The server must still be up.
         Err(e) => assert!(!e.is_timeout(), "the server read the whole body: {e}"),
     }
-    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
     assert!(sent < 50, "the server took {sent} MiB before refusing");
     // A fresh connection: the cut-off one may linger in the client's pool.
     let fresh = reqwest::Client::new()
