@@ -7,7 +7,7 @@ use gptimage2_tests::{AppOptions, TestApp, TestUser, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-async fn app(workers: bool) -> TestApp {
+pub(crate) async fn app(workers: bool) -> TestApp {
     spawn_app_with(AppOptions {
         workers,
         smtp: false,

@@ -9,38 +9,14 @@ use gptimage2_tests::{AppOptions, TestApp, TestUser, eventually, spawn_app_with}
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::generations::{submit, wait_for};
+use crate::generations::{app, submit, wait_for};
 
-async fn app(workers: bool) -> TestApp {
-    spawn_app_with(AppOptions {
-        workers,
-        smtp: false,
-        ..Default::default()
+/// Polls `/v1/me` with `token` until it is refused (a change made elsewhere arrives by
+/// notification).
+async fn refused_soon(app: &TestApp, token: &str, what: &str) {
+    eventually(what, Duration::from_secs(5), || async {
+        (app.get_auth("/v1/me", token).await.status() == StatusCode::UNAUTHORIZED).then_some(())
     })
-    .await
-}
-
-/// `gptimage2_read_cache_lookups_total{kind, outcome}` from `/metrics`.
-async fn lookups(app: &TestApp, kind: &str, outcome: &str) -> u64 {
-    let text = app.get("/metrics").await.text().await.unwrap();
-    let series =
-        format!("gptimage2_read_cache_lookups_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .map_or(0, |n| n.trim().parse().unwrap())
-}
-
-/// Waits until the cache listens (it serves nothing before) and serves `path` from memory.
-async fn until_cached(app: &TestApp, token: &str, path: &str, kind: &str) {
-    eventually(
-        &format!("{path} served from the read cache"),
-        Duration::from_secs(10),
-        || async {
-            let before = lookups(app, kind, "hit").await;
-            assert_eq!(app.get_auth(path, token).await.status(), StatusCode::OK);
-            (lookups(app, kind, "hit").await > before).then_some(())
-        },
-    )
     .await;
 }
 
@@ -65,27 +41,32 @@ async fn funded_user(app: &TestApp) -> TestUser {
 
 const SMALL: &str = r#"{"prompt":"a red fox","size":"256x256","quality":"low"}"#;
 
+async fn submit_small(app: &TestApp, user: &TestUser) -> reqwest::Response {
+    submit(
+        app,
+        &user.access_token,
+        serde_json::from_str(SMALL).unwrap(),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_submit_is_in_the_very_next_list() {
     let app = app(false).await;
     let user = funded_user(&app).await;
-    until_cached(&app, &user.access_token, "/v1/generations?limit=20", "page").await;
-    for n in 1..=15 {
-        let res = submit(
-            &app,
-            &user.access_token,
-            serde_json::from_str(SMALL).unwrap(),
-        )
+    app.until_cached(&user.access_token, "/v1/generations?limit=20", "page")
         .await;
+    for n in 1..=15 {
+        let res = submit_small(&app, &user).await;
         assert_eq!(res.status(), StatusCode::ACCEPTED);
         let id = res.json::<Value>().await.unwrap()["id"].clone();
         let page = list(&app, &user).await;
         assert_eq!(page["data"].as_array().unwrap().len(), n);
         assert_eq!(page["data"][0]["id"], id, "submit {n} is first at once");
         // Served from memory again until the next change.
-        let hits = lookups(&app, "page", "hit").await;
+        let hits = app.cache_lookups("page", "hit").await;
         assert_eq!(list(&app, &user).await, page);
-        assert_eq!(lookups(&app, "page", "hit").await, hits + 1);
+        assert_eq!(app.cache_lookups("page", "hit").await, hits + 1);
     }
 }
 
@@ -96,7 +77,8 @@ async fn a_submit_is_in_the_very_next_list() {
 async fn nothing_cached_is_served_while_a_change_is_in_flight() {
     let app = app(false).await;
     let user = funded_user(&app).await;
-    until_cached(&app, &user.access_token, "/v1/generations?limit=20", "page").await;
+    app.until_cached(&user.access_token, "/v1/generations?limit=20", "page")
+        .await;
     let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
     let (head, tail) = SMALL.split_at(10);
     tx.unbounded_send(Ok(head.as_bytes().to_vec())).unwrap();
@@ -113,13 +95,13 @@ async fn nothing_cached_is_served_while_a_change_is_in_flight() {
         "a read missing the cache",
         Duration::from_secs(10),
         || async {
-            let misses = lookups(&app, "page", "miss").await;
+            let misses = app.cache_lookups("page", "miss").await;
             list(&app, &user).await;
-            (lookups(&app, "page", "miss").await > misses).then_some(())
+            (app.cache_lookups("page", "miss").await > misses).then_some(())
         },
     )
     .await;
-    let hits = lookups(&app, "page", "hit").await;
+    let hits = app.cache_lookups("page", "hit").await;
     for _ in 0..3 {
         assert!(
             list(&app, &user).await["data"]
@@ -129,7 +111,7 @@ async fn nothing_cached_is_served_while_a_change_is_in_flight() {
         );
     }
     assert_eq!(
-        lookups(&app, "page", "hit").await,
+        app.cache_lookups("page", "hit").await,
         hits,
         "nothing served meanwhile"
     );
@@ -138,21 +120,18 @@ async fn nothing_cached_is_served_while_a_change_is_in_flight() {
     let res = pending.await.unwrap().unwrap();
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     assert_eq!(list(&app, &user).await["data"].as_array().unwrap().len(), 1);
-    until_cached(&app, &user.access_token, "/v1/generations?limit=20", "page").await;
+    app.until_cached(&user.access_token, "/v1/generations?limit=20", "page")
+        .await;
 }
 
 #[tokio::test]
 async fn what_the_worker_finished_is_in_the_very_next_list() {
     let app = app(true).await;
     let user = funded_user(&app).await;
-    until_cached(&app, &user.access_token, "/v1/generations?limit=20", "page").await;
-    for _ in 0..5 {
-        let res = submit(
-            &app,
-            &user.access_token,
-            serde_json::from_str(SMALL).unwrap(),
-        )
+    app.until_cached(&user.access_token, "/v1/generations?limit=20", "page")
         .await;
+    for _ in 0..5 {
+        let res = submit_small(&app, &user).await;
         let id = res.json::<Value>().await.unwrap()["id"]
             .as_str()
             .unwrap()
@@ -183,14 +162,10 @@ async fn what_the_worker_finished_is_in_the_very_next_list() {
 async fn a_generation_changed_elsewhere_leaves_the_list_once_notified() {
     let app = app(false).await;
     let user = funded_user(&app).await;
-    let res = submit(
-        &app,
-        &user.access_token,
-        serde_json::from_str(SMALL).unwrap(),
-    )
-    .await;
+    let res = submit_small(&app, &user).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
-    until_cached(&app, &user.access_token, "/v1/generations?limit=20", "page").await;
+    app.until_cached(&user.access_token, "/v1/generations?limit=20", "page")
+        .await;
     assert_eq!(list(&app, &user).await["data"][0]["prompt"], "a red fox");
     // Another process (here: a plain SQL client) changes it.
     app.db
@@ -210,27 +185,11 @@ async fn a_generation_changed_elsewhere_leaves_the_list_once_notified() {
 }
 
 #[tokio::test]
-async fn a_session_revoked_through_the_api_is_refused_at_once() {
-    let app = app(false).await;
-    let user = app.register_user().await;
-    until_cached(&app, &user.access_token, "/v1/me", "session").await;
-    let res = app
-        .client
-        .post(app.url("/v1/auth/logout"))
-        .bearer_auth(&user.access_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let me = app.get_auth("/v1/me", &user.access_token).await;
-    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
-}
-
-#[tokio::test]
 async fn a_password_reset_ends_cached_sessions_at_once() {
     let app = spawn_app_with(AppOptions::default()).await;
     let user = app.register_user().await;
-    until_cached(&app, &user.access_token, "/v1/me", "session").await;
+    app.until_cached(&user.access_token, "/v1/me", "session")
+        .await;
     let res = app
         .post_json("/v1/auth/password/forgot", &json!({"email": user.email}))
         .await;
@@ -275,15 +234,11 @@ async fn credentials_changed_elsewhere_are_refused_once_notified() {
             user.access_token.clone()
         };
         let kind = if with_key { "api_key" } else { "session" };
-        until_cached(&app, &token, "/v1/me", kind).await;
+        app.until_cached(&token, "/v1/me", kind).await;
         let id: uuid::Uuid = user.id.parse().unwrap();
         let changed = app.db.client().await.execute(sql, &[&id]).await.unwrap();
         assert_eq!(changed, 1, "{sql}");
-        eventually(sql, Duration::from_secs(5), || async {
-            (app.get_auth("/v1/me", &token).await.status() == StatusCode::UNAUTHORIZED)
-                .then_some(())
-        })
-        .await;
+        refused_soon(&app, &token, sql).await;
     }
 }
 
@@ -291,7 +246,8 @@ async fn credentials_changed_elsewhere_are_refused_once_notified() {
 async fn after_losing_its_notifications_the_cache_starts_afresh() {
     let app = app(false).await;
     let user = app.register_user().await;
-    until_cached(&app, &user.access_token, "/v1/me", "session").await;
+    app.until_cached(&user.access_token, "/v1/me", "session")
+        .await;
     let admin = app.db.client().await;
     // Cut the cache's LISTEN connection, and revoke while it may be reconnecting: the
     // notification is lost, so nothing cached before may be served after.
@@ -333,7 +289,7 @@ async fn after_losing_its_notifications_the_cache_starts_afresh() {
         .as_str()
         .unwrap()
         .to_string();
-    until_cached(&app, &token, "/v1/me", "session").await;
+    app.until_cached(&token, "/v1/me", "session").await;
     admin
         .execute(
             "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
@@ -370,8 +326,8 @@ async fn with_the_cache_off_every_read_goes_to_the_database() {
             StatusCode::OK
         );
     }
-    assert_eq!(lookups(&app, "page", "hit").await, 0);
-    assert_eq!(lookups(&app, "session", "hit").await, 0);
+    assert_eq!(app.cache_lookups("page", "hit").await, 0);
+    assert_eq!(app.cache_lookups("session", "hit").await, 0);
     let listeners = app
         .db
         .client()

@@ -207,6 +207,40 @@ impl Drop for TestApp {
     }
 }
 
+impl TestApp {
+    /// `gptimage2_read_cache_lookups_total{kind, outcome}` from `/metrics`.
+    pub async fn cache_lookups(&self, kind: &str, outcome: &str) -> u64 {
+        let text = self.get("/metrics").await.text().await.unwrap();
+        let series =
+            format!("gptimage2_read_cache_lookups_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    }
+
+    /// Waits until the read cache listens (it serves nothing before) and serves `path` (a
+    /// 200 for `token`) from memory, so a test of what follows a change runs against a cache.
+    pub async fn until_cached(&self, token: &str, path: &str, kind: &str) {
+        eventually(
+            &format!("{path} served from the read cache"),
+            Duration::from_secs(10),
+            || async {
+                let before = self.cache_lookups(kind, "hit").await;
+                let res = self
+                    .client
+                    .get(self.url(path))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .expect("request sent");
+                assert_eq!(res.status(), reqwest::StatusCode::OK, "{path}");
+                (self.cache_lookups(kind, "hit").await > before).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
