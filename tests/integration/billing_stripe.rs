@@ -9,8 +9,8 @@ use gptimage2::credits::ledger::{self, NewHold};
 use gptimage2_tests::{
     AppOptions, TestApp, TestUser, spawn_app_with,
     stripe_fake::{
-        InvoiceSpec, StripeFake, event, invoice_object, now, paid_session, refunded_charge,
-        sign_with, stripe_id, subscription_object,
+        InvoiceSpec, StripeFake, event, invoice_object, invoice_payment_object, now, paid_session,
+        refunded_charge, sign_with, stripe_id, subscription_object,
     },
 };
 use reqwest::{Response, StatusCode};
@@ -630,6 +630,70 @@ async fn a_refund_after_spending_takes_back_only_the_unspent_credits() {
     let again = refunded_charge(payment_intent, None, customer, 500, &[(&refund_id, 500)]);
     deliver(&app, &fake, &event("charge.refunded", again, None, now())).await;
     assert_eq!(transactions(&app, &user).await.len(), 2);
+    app.assert_ledger_invariants().await;
+}
+
+/// From API version 2025-03-31 a charge no longer names its invoice, nor lists its refunds:
+/// the renewal it paid is found through `invoice_payment.paid`, in whichever order that and
+/// `invoice.paid` arrive.
+#[tokio::test]
+async fn a_refunded_renewal_is_taken_back_on_newer_api_versions() {
+    const NEWER: &str = "2025-03-31.basil";
+    let (app, fake) = stripe_app().await;
+    let user = app.register_user().await;
+    let session = open_session(&app, &fake, &user, "starter").await;
+    let customer = session["customer"].as_str().unwrap().to_owned();
+    let start = now();
+    let mut invoice = invoice_object(&InvoiceSpec {
+        customer: &customer,
+        subscription: &stripe_id("sub_1"),
+        user_id: &user.id,
+        price_id: "price_starter_monthly",
+        amount: 900,
+        period_start: start,
+        period_end: start + 30 * 86_400,
+        billing_reason: "subscription_cycle",
+    });
+    invoice.as_object_mut().unwrap().remove("charge");
+    let invoice_id = invoice["id"].as_str().unwrap().to_owned();
+    let intent = stripe_id("pi_");
+    let newer = |kind: &str, object: Value, previous: Option<Value>| {
+        let mut e = event(kind, object, previous, now());
+        e["api_version"] = json!(NEWER);
+        e
+    };
+    // The link first, then the invoice.
+    let link = newer(
+        "invoice_payment.paid",
+        invoice_payment_object(&invoice_id, &intent, 900),
+        None,
+    );
+    deliver(&app, &fake, &link).await;
+    deliver(&app, &fake, &link).await;
+    deliver(&app, &fake, &newer("invoice.paid", invoice, None)).await;
+    assert_eq!(balance(&app, &user).await, 500);
+
+    // Half refunded: no invoice on the charge, no refund list, only `amount_refunded` grew.
+    let mut charge = refunded_charge(&intent, None, &customer, 900, &[]);
+    charge["amount_refunded"] = json!(450);
+    charge["refunded"] = json!(false);
+    for field in ["invoice", "refunds"] {
+        charge.as_object_mut().unwrap().remove(field);
+    }
+    let refunded = newer(
+        "charge.refunded",
+        charge,
+        Some(json!({ "amount_refunded": 0 })),
+    );
+    deliver(&app, &fake, &refunded).await;
+    deliver(&app, &fake, &refunded).await;
+
+    assert_eq!(balance(&app, &user).await, 250, "half of the unspent 500");
+    let list = transactions(&app, &user).await;
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["kind"], "refund");
+    assert_eq!(list[0]["amount_cents"], -450);
+    assert_eq!(list[0]["credits"], -250);
     app.assert_ledger_invariants().await;
 }
 

@@ -706,6 +706,26 @@ pub fn invoice_object(spec: &InvoiceSpec<'_>) -> Value {
     ])
 }
 
+/// An `invoice_payment` (API versions from 2025-03-31): which payment intent paid an invoice,
+/// as Stripe sends it with `invoice_payment.paid`.
+pub fn invoice_payment_object(invoice: &str, payment_intent: &str, amount: i64) -> Value {
+    let paid_at = now();
+    json!({
+        "id": stripe_id("inpay_"),
+        "object": "invoice_payment",
+        "amount_paid": amount,
+        "amount_requested": amount,
+        "created": paid_at,
+        "currency": "usd",
+        "invoice": invoice,
+        "is_default": true,
+        "livemode": false,
+        "payment": { "type": "payment_intent", "payment_intent": payment_intent },
+        "status": "paid",
+        "status_transitions": { "canceled_at": null, "paid_at": paid_at }
+    })
+}
+
 /// A charge of `amount` (for `payment_intent`, and `invoice` for renewals) after the
 /// given refunds `(refund id, amount)`.
 pub fn refunded_charge(

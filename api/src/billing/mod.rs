@@ -15,7 +15,9 @@ use uuid::Uuid;
 use crate::{
     accounts::users,
     credits::{GrantSource, ledger},
-    db::schema::{billing_customers, billing_transactions, webhook_events},
+    db::schema::{
+        billing_customers, billing_payment_aliases, billing_transactions, webhook_events,
+    },
     error::ApiError,
     mail, wire_enum,
 };
@@ -145,6 +147,40 @@ pub struct Refund<'a> {
     /// The refund's own id at the provider; a second refund with the same id is ignored.
     pub refund_reference: &'a str,
     pub amount_cents: i64,
+}
+
+/// Records that the payment `alias` (a payment intent or charge) paid `payment_reference` (the
+/// reference a payment was recorded under). Repeats are no-ops.
+pub async fn record_payment_alias(
+    conn: &mut AsyncPgConnection,
+    provider: &str,
+    alias: &str,
+    payment_reference: &str,
+) -> QueryResult<()> {
+    diesel::insert_into(billing_payment_aliases::table)
+        .values((
+            billing_payment_aliases::provider.eq(provider),
+            billing_payment_aliases::alias.eq(alias),
+            billing_payment_aliases::payment_reference.eq(payment_reference),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The payment references recorded for any of `aliases`.
+pub async fn payments_for_aliases(
+    conn: &mut AsyncPgConnection,
+    provider: &str,
+    aliases: &[&str],
+) -> QueryResult<Vec<String>> {
+    billing_payment_aliases::table
+        .filter(billing_payment_aliases::provider.eq(provider))
+        .filter(billing_payment_aliases::alias.eq_any(aliases))
+        .select(billing_payment_aliases::payment_reference)
+        .load(conn)
+        .await
 }
 
 /// Takes back the refunded share of the payment's credits that is still unspent (never

@@ -285,6 +285,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    billing_payment_aliases (provider, alias) {
+        provider -> Text,
+        alias -> Text,
+        payment_reference -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     webhook_events (provider, event_id) {
         provider -> Text,
         event_id -> Text,
@@ -464,6 +473,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     generations,
     reference_images,
     billing_customers,
+    billing_payment_aliases,
     billing_transactions,
     subscriptions,
     webhook_events,

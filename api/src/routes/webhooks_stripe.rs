@@ -138,6 +138,7 @@ async fn apply(
         "customer.subscription.created"
         | "customer.subscription.updated"
         | "customer.subscription.deleted" => subscription_changed(conn, state, event).await,
+        "invoice_payment.paid" => invoice_payment_paid(conn, event).await,
         "charge.refunded" => charge_refunded(conn, event).await,
         other => {
             tracing::debug!(event = event.id, kind = other, "Stripe event type not used");
@@ -387,17 +388,43 @@ async fn subscription_changed(
     Ok(())
 }
 
+/// Which payment paid which invoice (API versions from 2025-03-31, whose charges no longer
+/// name their invoice): kept so a renewal's later refund finds the invoice it was recorded
+/// under, whether this comes before or after `invoice.paid`.
+async fn invoice_payment_paid(
+    conn: &mut AsyncPgConnection,
+    event: &Event<'_>,
+) -> Result<(), ApiError> {
+    let payment = event.object;
+    let Some(invoice) = id_of(&payment["invoice"]) else {
+        return ignored(event, "invoice payment without invoice");
+    };
+    let paid_by = &payment["payment"];
+    for alias in [id_of(&paid_by["payment_intent"]), id_of(&paid_by["charge"])]
+        .into_iter()
+        .flatten()
+    {
+        billing::record_payment_alias(conn, PROVIDER, alias, invoice).await?;
+    }
+    Ok(())
+}
+
 /// A (partial) refund: takes back the refunded share of the unspent credits of the payment
-/// the charge belongs to (a renewal's invoice or a purchase's payment intent). Newer API
-/// versions dropped `charge.invoice`; there a renewal's refund finds no payment and is logged.
+/// the charge belongs to: a renewal's invoice (named by the charge in older API versions, by
+/// an earlier `invoice_payment.paid` in newer ones) or a purchase's payment intent.
 async fn charge_refunded(conn: &mut AsyncPgConnection, event: &Event<'_>) -> Result<(), ApiError> {
     let charge = event.object;
     let Some(charge_id) = charge["id"].as_str() else {
         return ignored(event, "charge without id");
     };
-    let payments: Vec<&str> = [id_of(&charge["invoice"]), id_of(&charge["payment_intent"])]
+    let intent = id_of(&charge["payment_intent"]);
+    let aliases: Vec<&str> = [intent, Some(charge_id)].into_iter().flatten().collect();
+    let invoices = billing::payments_for_aliases(conn, PROVIDER, &aliases).await?;
+    let payments: Vec<&str> = [id_of(&charge["invoice"])]
         .into_iter()
         .flatten()
+        .chain(invoices.iter().map(String::as_str))
+        .chain(intent)
         .collect();
     // Each refund object is its own idempotent record. When the charge does not list them
     // (newer API versions), the growth of `amount_refunded` is the refund.
