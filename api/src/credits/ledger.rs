@@ -1,6 +1,6 @@
 //! The credit ledger. Every operation locks the user's `credit_accounts` row, changes grants
 //! and holds, and appends its ledger entry, all in one transaction (a savepoint when the
-//! caller already has one). Spending draws soonest-expiring grants first, then oldest.
+//! caller already has one; [`hold_within`] joins the caller's). Spending draws soonest-expiring grants first, then oldest.
 //!
 //! Invariants, checked by [`check_invariants`] after every test scenario:
 //! `account.available = Σ available_delta = Σ remaining of unexpired grants` and
@@ -40,41 +40,42 @@ wire_enum! {
     }
 }
 
+/// The account row as locked for the rest of the transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Account {
+    pub available: i64,
+    pub held: i64,
+    /// Whether the low-balance notice went out since the balance last recovered.
+    pub low_balance_notified: bool,
+}
+
 /// The account row, locked for the rest of the transaction (created on first use). The row
 /// almost always exists, so the lock is tried first: one statement on the spend path.
-async fn lock_account(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<(i64, i64)> {
+async fn lock_account(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Account> {
     let locked = || {
         credit_accounts::table
             .find(user_id)
-            .select((credit_accounts::available, credit_accounts::held))
+            .select((
+                credit_accounts::available,
+                credit_accounts::held,
+                credit_accounts::low_balance_notified,
+            ))
             .for_update()
     };
-    if let Some(balances) = locked().first(conn).await.optional()? {
-        return Ok(balances);
+    let account = |(available, held, low_balance_notified)| Account {
+        available,
+        held,
+        low_balance_notified,
+    };
+    if let Some(row) = locked().first(conn).await.optional()? {
+        return Ok(account(row));
     }
     diesel::insert_into(credit_accounts::table)
         .values(credit_accounts::user_id.eq(user_id))
         .on_conflict_do_nothing()
         .execute(conn)
         .await?;
-    locked().first(conn).await
-}
-
-async fn move_balances(
-    conn: &mut AsyncPgConnection,
-    user_id: Uuid,
-    available_delta: i64,
-    held_delta: i64,
-) -> QueryResult<()> {
-    diesel::update(credit_accounts::table.find(user_id))
-        .set((
-            credit_accounts::available.eq(credit_accounts::available + available_delta),
-            credit_accounts::held.eq(credit_accounts::held + held_delta),
-            credit_accounts::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)
-        .await?;
-    Ok(())
+    locked().first(conn).await.map(account)
 }
 
 wire_enum! {
@@ -102,21 +103,28 @@ struct Entry<'a> {
     description: &'a str,
 }
 
+/// The entry and the balance change it records, sent together in one round trip (diesel-async
+/// pipelines queries polled together on one connection; they run in order, in the caller's
+/// transaction).
 async fn append(conn: &mut AsyncPgConnection, e: Entry<'_>) -> QueryResult<()> {
-    diesel::insert_into(ledger_entries::table)
-        .values((
-            ledger_entries::id.eq(Uuid::now_v7()),
-            ledger_entries::user_id.eq(e.user_id),
-            ledger_entries::kind.eq(e.kind.as_str()),
-            ledger_entries::available_delta.eq(e.available_delta),
-            ledger_entries::held_delta.eq(e.held_delta),
-            ledger_entries::grant_id.eq(e.grant_id),
-            ledger_entries::hold_id.eq(e.hold_id),
-            ledger_entries::description.eq(e.description),
-        ))
-        .execute(conn)
-        .await?;
-    move_balances(conn, e.user_id, e.available_delta, e.held_delta).await
+    let entry = diesel::insert_into(ledger_entries::table).values((
+        ledger_entries::id.eq(Uuid::now_v7()),
+        ledger_entries::user_id.eq(e.user_id),
+        ledger_entries::kind.eq(e.kind.as_str()),
+        ledger_entries::available_delta.eq(e.available_delta),
+        ledger_entries::held_delta.eq(e.held_delta),
+        ledger_entries::grant_id.eq(e.grant_id),
+        ledger_entries::hold_id.eq(e.hold_id),
+        ledger_entries::description.eq(e.description),
+    ));
+    let balances = diesel::update(credit_accounts::table.find(e.user_id)).set((
+        credit_accounts::available.eq(credit_accounts::available + e.available_delta),
+        credit_accounts::held.eq(credit_accounts::held + e.held_delta),
+        credit_accounts::updated_at.eq(diesel::dsl::now),
+    ));
+    let (mut first, mut second): (&AsyncPgConnection, &AsyncPgConnection) = (conn, conn);
+    futures::try_join!(entry.execute(&mut first), balances.execute(&mut second))?;
+    Ok(())
 }
 
 pub struct NewGrant<'a> {
@@ -178,87 +186,116 @@ pub struct NewHold<'a> {
 /// Reserves credits for work in progress; fails with `Insufficient` and changes nothing
 /// when the available balance does not cover it.
 pub async fn hold(conn: &mut AsyncPgConnection, h: NewHold<'_>) -> Result<Uuid, CreditError> {
+    conn.transaction::<_, CreditError, _>(async |conn| Ok(hold_within(conn, &h).await?.id))
+        .await
+}
+
+/// A hold placed by [`hold_within`], and the account it left.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    pub id: Uuid,
+    /// The account after the hold, still locked by the caller's transaction.
+    pub account: Account,
+}
+
+/// [`hold`] as part of the caller's transaction, which must be open (no savepoint of its
+/// own: the submit that calls it fails whole anyway).
+pub async fn hold_within(
+    conn: &mut AsyncPgConnection,
+    h: &NewHold<'_>,
+) -> Result<Held, CreditError> {
     if h.amount <= 0 {
         return Err(CreditError::InvalidAmount);
     }
-    conn.transaction::<_, CreditError, _>(async |conn| {
-        let (available, _) = lock_account(conn, h.user_id).await?;
-        if available < h.amount {
-            return Err(CreditError::Insufficient {
-                available,
-                required: h.amount,
-            });
+    let account = lock_account(conn, h.user_id).await?;
+    if account.available < h.amount {
+        return Err(CreditError::Insufficient {
+            available: account.available,
+            required: h.amount,
+        });
+    }
+    let id = Uuid::now_v7();
+    let insert = diesel::insert_into(credit_holds::table).values((
+        credit_holds::id.eq(id),
+        credit_holds::user_id.eq(h.user_id),
+        credit_holds::amount.eq(h.amount),
+        credit_holds::reference.eq(h.reference),
+        credit_holds::api_key_id.eq(h.api_key_id),
+    ));
+    // Soonest-expiring first (no expiry last), then oldest.
+    let grants = credit_grants::table
+        .filter(credit_grants::user_id.eq(h.user_id))
+        .filter(credit_grants::remaining.gt(0))
+        .filter(credit_grants::expired_at.is_null())
+        .order((
+            credit_grants::expires_at.asc().nulls_last(),
+            credit_grants::created_at.asc(),
+            credit_grants::id.asc(),
+        ))
+        .select((credit_grants::id, credit_grants::remaining));
+    // Independent, so one round trip (see `append`); the account lock keeps the grants still.
+    let shared: &AsyncPgConnection = conn;
+    let (_, grants): (usize, Vec<(Uuid, i64)>) = futures::try_join!(
+        insert.execute(&mut { shared }),
+        grants.load(&mut { shared })
+    )?;
+    let mut needed = h.amount;
+    let mut takes = Vec::new();
+    for (grant_id, remaining) in grants {
+        if needed == 0 {
+            break;
         }
-        let id = Uuid::now_v7();
-        diesel::insert_into(credit_holds::table)
-            .values((
-                credit_holds::id.eq(id),
-                credit_holds::user_id.eq(h.user_id),
-                credit_holds::amount.eq(h.amount),
-                credit_holds::reference.eq(h.reference),
-                credit_holds::api_key_id.eq(h.api_key_id),
-            ))
-            .execute(conn)
-            .await?;
-        // Soonest-expiring first (no expiry last), then oldest.
-        let grants: Vec<(Uuid, i64)> = credit_grants::table
-            .filter(credit_grants::user_id.eq(h.user_id))
-            .filter(credit_grants::remaining.gt(0))
-            .filter(credit_grants::expired_at.is_null())
-            .order((
-                credit_grants::expires_at.asc().nulls_last(),
-                credit_grants::created_at.asc(),
-                credit_grants::id.asc(),
-            ))
-            .select((credit_grants::id, credit_grants::remaining))
-            .load(conn)
-            .await?;
-        let mut needed = h.amount;
-        for (grant_id, remaining) in grants {
-            if needed == 0 {
-                break;
-            }
-            let take = remaining.min(needed);
-            diesel::update(credit_grants::table.find(grant_id))
-                .set(credit_grants::remaining.eq(credit_grants::remaining - take))
-                .execute(conn)
-                .await?;
-            diesel::insert_into(credit_hold_allocations::table)
-                .values((
-                    credit_hold_allocations::hold_id.eq(id),
-                    credit_hold_allocations::grant_id.eq(grant_id),
-                    credit_hold_allocations::amount.eq(take),
-                ))
-                .execute(conn)
-                .await?;
-            needed -= take;
-        }
-        if needed > 0 {
-            // The account said yes but the grants disagree: the invariant is broken.
-            return Err(CreditError::Db(diesel::result::Error::QueryBuilderError(
-                format!(
-                    "ledger invariant broken for user {}: grants short by {needed}",
-                    h.user_id
-                )
-                .into(),
-            )));
-        }
-        append(
-            conn,
-            Entry {
-                user_id: h.user_id,
-                kind: LedgerEntryKind::Hold,
-                available_delta: -h.amount,
-                held_delta: h.amount,
-                grant_id: None,
-                hold_id: Some(id),
-                description: h.description,
-            },
-        )
-        .await?;
-        Ok(id)
+        let take = remaining.min(needed);
+        takes.push((grant_id, take));
+        needed -= take;
+    }
+    if needed > 0 {
+        // The account said yes but the grants disagree: the invariant is broken.
+        return Err(CreditError::Db(diesel::result::Error::QueryBuilderError(
+            format!(
+                "ledger invariant broken for user {}: grants short by {needed}",
+                h.user_id
+            )
+            .into(),
+        )));
+    }
+    // Each grant's decrement and its allocation, all in one round trip.
+    let writes = takes.iter().flat_map(|&(grant_id, take)| {
+        let decrement = diesel::update(credit_grants::table.find(grant_id))
+            .set(credit_grants::remaining.eq(credit_grants::remaining - take));
+        let allocation = diesel::insert_into(credit_hold_allocations::table).values((
+            credit_hold_allocations::hold_id.eq(id),
+            credit_hold_allocations::grant_id.eq(grant_id),
+            credit_hold_allocations::amount.eq(take),
+        ));
+        [
+            Box::pin(async move { decrement.execute(&mut { shared }).await })
+                as futures::future::BoxFuture<'_, QueryResult<usize>>,
+            Box::pin(async move { allocation.execute(&mut { shared }).await }),
+        ]
+    });
+    futures::future::try_join_all(writes).await?;
+    append(
+        conn,
+        Entry {
+            user_id: h.user_id,
+            kind: LedgerEntryKind::Hold,
+            available_delta: -h.amount,
+            held_delta: h.amount,
+            grant_id: None,
+            hold_id: Some(id),
+            description: h.description,
+        },
+    )
+    .await?;
+    Ok(Held {
+        id,
+        account: Account {
+            available: account.available - h.amount,
+            held: account.held + h.amount,
+            ..account
+        },
     })
-    .await
 }
 
 /// Puts `amount` of a hold back into the grants it came from, latest-expiring first.

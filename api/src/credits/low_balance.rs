@@ -18,7 +18,6 @@ pub async fn check(
     config: &Config,
     user_id: Uuid,
 ) -> anyhow::Result<bool> {
-    let threshold = config.billing.low_balance_threshold;
     let Some((available, notified)): Option<(i64, bool)> = credit_accounts::table
         .find(user_id)
         .select((
@@ -32,7 +31,18 @@ pub async fn check(
     else {
         return Ok(false);
     };
-    let low = available < threshold;
+    check_account(conn, config, user_id, available, notified).await
+}
+
+/// [`check`] with the account row this transaction already holds locked (after a hold).
+pub async fn check_account(
+    conn: &mut AsyncPgConnection,
+    config: &Config,
+    user_id: Uuid,
+    available: i64,
+    notified: bool,
+) -> anyhow::Result<bool> {
+    let low = available < config.billing.low_balance_threshold;
     if low == notified {
         return Ok(false);
     }

@@ -419,9 +419,9 @@ pub async fn create(
                 }
             }
             let id = Uuid::now_v7();
-            let hold = ledger::hold(
+            let held = ledger::hold_within(
                 conn,
-                ledger::NewHold { user_id: auth.user_id, amount: cost, reference: Some(&id.to_string()), api_key_id: api_key, description: "generation" },
+                &ledger::NewHold { user_id: auth.user_id, amount: cost, reference: Some(&id.to_string()), api_key_id: api_key, description: "generation" },
             )
             .await
             .map_err(|e| match e {
@@ -440,14 +440,14 @@ pub async fn create(
                     generations::params.eq(serde_json::to_value(&request).map_err(|e| ApiError::Internal(e.into()))?),
                     generations::provider.eq(&provider),
                     generations::cost_credits.eq(cost),
-                    generations::hold_id.eq(hold),
+                    generations::hold_id.eq(held.id),
                     generations::job_id.eq(job_id),
                     generations::api_key_id.eq(api_key),
                 ))
                 .returning(GenerationRow::as_returning())
                 .get_result(conn)
                 .await?;
-            low_balance::check(conn, &state.config, auth.user_id).await?;
+            low_balance::check_account(conn, &state.config, auth.user_id, held.account.available, held.account.low_balance_notified).await?;
             // The answer is the state this request created (no images or deliveries yet),
             // even if a worker picks the job up the instant it commits.
             let mut views = assemble(&state, vec![row], &[], &[]).await?;
