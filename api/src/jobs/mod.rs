@@ -22,6 +22,8 @@ pub(crate) const CHANNEL: &str = "gi2_jobs";
 /// What to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// Chosen here, so a caller can refer to the job in statements sent alongside its insert.
+    pub id: Uuid,
     pub kind: &'static str,
     pub payload: serde_json::Value,
     pub max_attempts: i32,
@@ -32,6 +34,7 @@ pub struct NewJob {
 impl NewJob {
     pub fn new(kind: &'static str, payload: serde_json::Value) -> Self {
         Self {
+            id: Uuid::now_v7(),
             kind,
             payload,
             max_attempts: 5,
@@ -50,11 +53,13 @@ impl NewJob {
 
 /// Inserts the job using the caller's connection, so it commits (and wakes a worker)
 /// together with whatever the caller's transaction wrote.
-pub async fn enqueue(conn: &mut AsyncPgConnection, job: NewJob) -> diesel::QueryResult<Uuid> {
-    let id = Uuid::now_v7();
+pub async fn enqueue<C>(conn: &mut C, job: NewJob) -> diesel::QueryResult<Uuid>
+where
+    C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg>,
+{
     diesel::insert_into(jobs::table)
         .values((
-            jobs::id.eq(id),
+            jobs::id.eq(job.id),
             jobs::kind.eq(job.kind),
             jobs::payload.eq(job.payload),
             jobs::max_attempts.eq(job.max_attempts),
@@ -63,7 +68,7 @@ pub async fn enqueue(conn: &mut AsyncPgConnection, job: NewJob) -> diesel::Query
         ))
         .execute(conn)
         .await?;
-    Ok(id)
+    Ok(job.id)
 }
 
 /// A whole `jobs` row.

@@ -431,8 +431,8 @@ pub async fn create(
                 },
                 other => ApiError::Internal(anyhow::Error::new(other)),
             })?;
-            let job_id = jobs::enqueue(conn, NewJob::new(job::KIND, serde_json::json!({ "generation_id": id })).max_attempts(job::MAX_ATTEMPTS)).await?;
-            let row: GenerationRow = diesel::insert_into(generations::table)
+            let job = NewJob::new(job::KIND, serde_json::json!({ "generation_id": id })).max_attempts(job::MAX_ATTEMPTS);
+            let insert = diesel::insert_into(generations::table)
                 .values((
                     generations::id.eq(id),
                     generations::user_id.eq(auth.user_id),
@@ -441,12 +441,15 @@ pub async fn create(
                     generations::provider.eq(&provider),
                     generations::cost_credits.eq(cost),
                     generations::hold_id.eq(held.id),
-                    generations::job_id.eq(job_id),
+                    generations::job_id.eq(job.id),
                     generations::api_key_id.eq(api_key),
                 ))
-                .returning(GenerationRow::as_returning())
-                .get_result(conn)
-                .await?;
+                .returning(GenerationRow::as_returning());
+            // The job and the generation in one round trip (pipelined; the job is only
+            // claimable once this commits).
+            let (mut first, mut second): (&AsyncPgConnection, &AsyncPgConnection) = (conn, conn);
+            let (_, row): (Uuid, GenerationRow) =
+                futures::try_join!(jobs::enqueue(&mut first, job), insert.get_result(&mut second))?;
             low_balance::check_account(conn, &state.config, auth.user_id, held.account.available, held.account.low_balance_notified).await?;
             // The answer is the state this request created (no images or deliveries yet),
             // even if a worker picks the job up the instant it commits.
