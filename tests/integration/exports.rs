@@ -217,7 +217,13 @@ async fn an_export_holds_every_section_and_image_and_is_mailed() {
         "subscription.json",
         "support_requests.json",
     ] {
-        json_file(&files, name);
+        // Sections are streamed row by row, yet read as one pretty-printed document.
+        let value = json_file(&files, name);
+        assert_eq!(
+            String::from_utf8_lossy(&files[name]),
+            serde_json::to_string_pretty(&value).unwrap(),
+            "{name}"
+        );
     }
 
     assert_eq!(

@@ -331,10 +331,8 @@ impl ExportHandler {
 
         let total = SECTIONS.len() + images.len();
         let mut done = 0usize;
-        for (file, sql) in SECTIONS {
-            let value = section(&mut conn, sql, user_id).await?;
-            let body = serde_json::to_vec_pretty(&value)?;
-            zip.write_file(file, &body).await?;
+        for (file, shape, sql) in SECTIONS {
+            write_section(&mut conn, zip, file, *shape, sql, user_id).await?;
             done += 1;
             set_progress(&mut conn, row.id, done, total).await?;
         }
@@ -364,14 +362,14 @@ impl ExportHandler {
             }
         }
 
-        let manifest = json!({
-            "schema_version": SCHEMA_VERSION,
-            "generated_at": generated_at,
-            "user_id": user_id,
-            "export_id": row.id,
-            "files": zip.manifest,
-            "missing_files": missing,
-        });
+        let manifest = Manifest {
+            schema_version: SCHEMA_VERSION,
+            generated_at,
+            user_id,
+            export_id: row.id,
+            files: ManifestFiles(&zip.entries),
+            missing_files: &missing,
+        };
         zip.write_file("manifest.json", &serde_json::to_vec_pretty(&manifest)?)
             .await?;
         zip.finish().await
@@ -413,19 +411,60 @@ struct JsonRow {
     value: Value,
 }
 
-async fn section(conn: &mut AsyncPgConnection, sql: &str, user_id: Uuid) -> QueryResult<Value> {
-    diesel::sql_query(sql)
-        .bind::<diesel::sql_types::Uuid, _>(user_id)
-        .get_result::<JsonRow>(conn)
-        .await
-        .map(|r| r.value)
+/// Writes one section as `serde_json::to_vec_pretty` would write its whole value.
+async fn write_section(
+    conn: &mut AsyncPgConnection,
+    zip: &mut ZipOut,
+    file: &str,
+    shape: Shape,
+    sql: &str,
+    user_id: Uuid,
+) -> anyhow::Result<()> {
+    let query = diesel::sql_query(sql).bind::<diesel::sql_types::Uuid, _>(user_id);
+    if let Shape::One = shape {
+        let row = query.get_result::<JsonRow>(conn).await?;
+        return zip
+            .write_file(file, &serde_json::to_vec_pretty(&row.value)?)
+            .await;
+    }
+    zip.begin(file).await?;
+    let mut rows = std::pin::pin!(query.load_stream::<JsonRow>(conn).await?);
+    let mut written = 0usize;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await {
+        // An array element, pretty-printed one level in.
+        out.clear();
+        out.extend_from_slice(if written == 0 { b"[\n" } else { b",\n" });
+        let pretty = serde_json::to_vec_pretty(&row?.value)?;
+        for (i, line) in pretty.split(|b| *b == b'\n').enumerate() {
+            if i > 0 {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(b"  ");
+            out.extend_from_slice(line);
+        }
+        zip.data(&out).await?;
+        written += 1;
+    }
+    zip.data(if written == 0 { b"[]" } else { b"\n]" }).await?;
+    zip.end().await
+}
+
+/// What a section's query returns.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// One row: the file's whole document.
+    One,
+    /// A row per array element, in order: streamed, so a long history is never held whole.
+    Many,
 }
 
 /// One JSON file per section, each query naming its columns: no password, token or API-key
 /// hash, webhook secret or internal payment pseudonym is ever selected. `$1` is the user id.
-const SECTIONS: &[(&str, &str)] = &[
+const SECTIONS: &[(&str, Shape, &str)] = &[
     (
         "profile.json",
+        Shape::One,
         "SELECT to_jsonb(t) AS value FROM (
             SELECT id, email, name, avatar_url, email_verified_at, terms_version,
                    terms_accepted_at, created_at, updated_at
@@ -433,39 +472,45 @@ const SECTIONS: &[(&str, &str)] = &[
     ),
     (
         "identities.json",
-        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') AS value FROM (
+        Shape::Many,
+        "SELECT to_jsonb(t) AS value FROM (
             SELECT id, provider, subject, email, created_at, last_used_at
-            FROM identities WHERE user_id = $1) t",
+            FROM identities WHERE user_id = $1) t ORDER BY t.created_at, t.id",
     ),
     (
         "sessions.json",
-        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') AS value FROM (
+        Shape::Many,
+        "SELECT to_jsonb(t) AS value FROM (
             SELECT id, client, auth_method, ip, user_agent, created_at, last_used_at, last_ip,
                    last_user_agent, expires_at, revoked_at, revoked_reason
-            FROM sessions WHERE user_id = $1) t",
+            FROM sessions WHERE user_id = $1) t ORDER BY t.created_at, t.id",
     ),
     (
         "activity.json",
-        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') AS value FROM (
+        Shape::Many,
+        "SELECT to_jsonb(t) AS value FROM (
             SELECT id, kind, ip, user_agent, details, created_at
-            FROM activity_events WHERE user_id = $1) t",
+            FROM activity_events WHERE user_id = $1) t ORDER BY t.created_at, t.id",
     ),
     (
         "consents.json",
-        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') AS value FROM (
+        Shape::Many,
+        "SELECT to_jsonb(t) AS value FROM (
             SELECT id, analytics, marketing, policy_version, ip, created_at
-            FROM consents WHERE user_id = $1) t",
+            FROM consents WHERE user_id = $1) t ORDER BY t.created_at, t.id",
     ),
     (
         "api_keys.json",
-        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') AS value FROM (
+        Shape::Many,
+        "SELECT to_jsonb(t) AS value FROM (
             SELECT id, name, prefix, expires_at, daily_credit_limit, last_used_at, revoked_at,
                    created_at
-            FROM api_keys WHERE user_id = $1) t",
+            FROM api_keys WHERE user_id = $1) t ORDER BY t.created_at, t.id",
     ),
     (
         "generations.json",
-        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') AS value FROM (
+        Shape::Many,
+        "SELECT to_jsonb(t) AS value FROM (
             SELECT g.id, g.status, g.prompt, g.params, g.provider, g.cost_credits, g.api_key_id,
                    g.error_code, g.error_message, g.created_at, g.started_at, g.finished_at,
                    coalesce((SELECT jsonb_agg(jsonb_build_object(
@@ -476,19 +521,21 @@ const SECTIONS: &[(&str, &str)] = &[
                                 CASE i.format WHEN 'jpeg' THEN 'jpg' ELSE i.format END)
                         ORDER BY i.position)
                      FROM generation_images i WHERE i.generation_id = g.id), '[]') AS images
-            FROM generations g WHERE g.user_id = $1) t",
+            FROM generations g WHERE g.user_id = $1) t ORDER BY t.created_at, t.id",
     ),
     (
         "reference_images.json",
-        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') AS value FROM (
+        Shape::Many,
+        "SELECT to_jsonb(t) AS value FROM (
             SELECT id, content_type, width, height, bytes, created_at,
                    'images/references/' || id || '.' || CASE content_type
                        WHEN 'image/jpeg' THEN 'jpg' WHEN 'image/webp' THEN 'webp' ELSE 'png'
                    END AS file
-            FROM reference_images WHERE user_id = $1) t",
+            FROM reference_images WHERE user_id = $1) t ORDER BY t.created_at, t.id",
     ),
     (
         "credits_ledger.json",
+        Shape::One,
         "SELECT jsonb_build_object(
             'balance', (SELECT to_jsonb(a) FROM (
                 SELECT available, held, updated_at FROM credit_accounts WHERE user_id = $1) a),
@@ -502,28 +549,32 @@ const SECTIONS: &[(&str, &str)] = &[
     ),
     (
         "billing_transactions.json",
-        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') AS value FROM (
+        Shape::Many,
+        "SELECT to_jsonb(t) AS value FROM (
             SELECT id, provider, kind, provider_reference, item_id, amount_cents, currency,
                    credits, refunded_transaction_id, credits_lost, created_at
-            FROM billing_transactions WHERE user_id = $1) t",
+            FROM billing_transactions WHERE user_id = $1) t ORDER BY t.created_at, t.id",
     ),
     (
         "subscription.json",
-        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') AS value FROM (
+        Shape::Many,
+        "SELECT to_jsonb(t) AS value FROM (
             SELECT id, provider, provider_subscription_id, plan_id, status, current_period_end,
                    cancel_at_period_end, created_at, updated_at
-            FROM subscriptions WHERE user_id = $1) t",
+            FROM subscriptions WHERE user_id = $1) t ORDER BY t.created_at, t.id",
     ),
     (
         "support_requests.json",
-        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') AS value FROM (
+        Shape::Many,
+        "SELECT to_jsonb(t) AS value FROM (
             SELECT id, subject, message, created_at
-            FROM support_requests WHERE user_id = $1) t",
+            FROM support_requests WHERE user_id = $1) t ORDER BY t.created_at, t.id",
     ),
     (
         "policy_notices.json",
-        "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.queued_at, t.version), '[]') AS value FROM (
-            SELECT version, queued_at FROM policy_notices WHERE user_id = $1) t",
+        Shape::Many,
+        "SELECT to_jsonb(t) AS value FROM (
+            SELECT version, queued_at FROM policy_notices WHERE user_id = $1) t ORDER BY t.queued_at, t.version",
     ),
 ];
 
@@ -534,11 +585,43 @@ const VERSION: u16 = 20;
 /// ZIP64 is needed to describe this entry or archive.
 const VERSION_ZIP64: u16 = 45;
 
+/// A finished entry: what the central directory and the manifest say of it.
 struct CentralEntry {
     name: String,
     crc: u32,
     size: u64,
     offset: u64,
+    sha256: [u8; 32],
+}
+
+/// `manifest.json`: every file before it, with its SHA-256 and byte count.
+#[derive(serde::Serialize)]
+struct Manifest<'a> {
+    schema_version: u32,
+    generated_at: DateTime<Utc>,
+    user_id: Uuid,
+    export_id: Uuid,
+    files: ManifestFiles<'a>,
+    missing_files: &'a [String],
+}
+
+/// Serialized straight from the entries (no copy per file).
+struct ManifestFiles<'a>(&'a [CentralEntry]);
+
+impl serde::Serialize for ManifestFiles<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct File<'a> {
+            path: &'a str,
+            sha256: String,
+            bytes: u64,
+        }
+        s.collect_seq(self.0.iter().map(|e| File {
+            path: &e.name,
+            sha256: hex::encode(e.sha256),
+            bytes: e.size,
+        }))
+    }
 }
 
 struct Current {
@@ -560,8 +643,6 @@ struct ZipOut {
     dos_date: u16,
     entries: Vec<CentralEntry>,
     current: Option<Current>,
-    /// `{path, sha256, bytes}` for each finished entry.
-    manifest: Vec<Value>,
     /// Values at or above this need ZIP64 (lowered in tests to exercise that path).
     limit32: u64,
     limit16: usize,
@@ -577,7 +658,6 @@ impl ZipOut {
             dos_date: 0x21, // 1980-01-01
             entries: Vec::new(),
             current: None,
-            manifest: Vec::new(),
             limit32: u64::from(u32::MAX),
             limit16: usize::from(u16::MAX),
         }
@@ -669,16 +749,12 @@ impl ZipOut {
             d.put_u32_le(size as u32);
         }
         self.raw(&d).await?;
-        self.manifest.push(json!({
-            "path": current.name,
-            "sha256": hex::encode(current.sha.finalize()),
-            "bytes": size,
-        }));
         self.entries.push(CentralEntry {
             name: current.name,
             crc,
             size,
             offset: current.offset,
+            sha256: current.sha.finalize().into(),
         });
         Ok(())
     }
