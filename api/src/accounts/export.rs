@@ -338,13 +338,24 @@ impl ExportHandler {
         }
 
         let mut missing = Vec::new();
-        for (i, (path, key)) in images.iter().enumerate() {
+        // A few objects are requested ahead, so their round trips overlap (a small object's
+        // time is mostly waiting for its last segment); the archive is still written in order.
+        let count = images.len();
+        let store = &self.store;
+        let mut objects = futures::stream::iter(images)
+            .map(|(path, key): (String, String)| async move {
+                let object = store.get(&key).await;
+                (path, key, object)
+            })
+            .buffered(PREFETCH);
+        let mut i = 0;
+        while let Some((path, key, object)) = objects.next().await {
             if job.cancel.is_cancelled() {
                 anyhow::bail!("the worker is stopping");
             }
-            match self.store.get(key).await {
+            match object {
                 Ok(object) => {
-                    zip.begin(path).await?;
+                    zip.begin(&path).await?;
                     let mut body = object.body;
                     while let Some(chunk) = body.next().await {
                         zip.data(&chunk.with_context(|| format!("reading {key}"))?)
@@ -353,11 +364,12 @@ impl ExportHandler {
                     zip.end().await?;
                 }
                 // Deleted since the row was read: list it rather than fail the whole export.
-                Err(StorageError::NotFound) => missing.push(path.clone()),
+                Err(StorageError::NotFound) => missing.push(path),
                 Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {key}"))),
             }
             done += 1;
-            if (i + 1) % 10 == 0 || i + 1 == images.len() {
+            i += 1;
+            if i % 10 == 0 || i == count {
                 set_progress(&mut conn, row.id, done, total).await?;
             }
         }
@@ -577,6 +589,9 @@ const SECTIONS: &[(&str, Shape, &str)] = &[
             SELECT version, queued_at FROM policy_notices WHERE user_id = $1) t ORDER BY t.queued_at, t.version",
     ),
 ];
+
+/// Objects requested ahead of the one being written.
+const PREFETCH: usize = 4;
 
 /// Flushes to the store in chunks of about this size.
 const CHUNK: usize = 64 * 1024;
