@@ -127,6 +127,21 @@ async fn append(conn: &mut AsyncPgConnection, e: Entry<'_>) -> QueryResult<()> {
     Ok(())
 }
 
+/// The user's grants that can still be spent, in the order spending draws them:
+/// soonest-expiring first (no expiry last), then oldest.
+pub fn spendable(user_id: Uuid) -> credit_grants::BoxedQuery<'static, diesel::pg::Pg> {
+    credit_grants::table
+        .filter(credit_grants::user_id.eq(user_id))
+        .filter(credit_grants::remaining.gt(0))
+        .filter(credit_grants::expired_at.is_null())
+        .order((
+            credit_grants::expires_at.asc().nulls_last(),
+            credit_grants::created_at.asc(),
+            credit_grants::id.asc(),
+        ))
+        .into_boxed()
+}
+
 pub struct NewGrant<'a> {
     pub user_id: Uuid,
     pub amount: i64,
@@ -222,17 +237,7 @@ pub async fn hold_within(
         credit_holds::reference.eq(h.reference),
         credit_holds::api_key_id.eq(h.api_key_id),
     ));
-    // Soonest-expiring first (no expiry last), then oldest.
-    let grants = credit_grants::table
-        .filter(credit_grants::user_id.eq(h.user_id))
-        .filter(credit_grants::remaining.gt(0))
-        .filter(credit_grants::expired_at.is_null())
-        .order((
-            credit_grants::expires_at.asc().nulls_last(),
-            credit_grants::created_at.asc(),
-            credit_grants::id.asc(),
-        ))
-        .select((credit_grants::id, credit_grants::remaining));
+    let grants = spendable(h.user_id).select((credit_grants::id, credit_grants::remaining));
     // Independent, so one round trip (see `append`); the account lock keeps the grants still.
     let shared: &AsyncPgConnection = conn;
     let (_, grants): (usize, Vec<(Uuid, i64)>) = futures::try_join!(

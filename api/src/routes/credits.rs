@@ -79,15 +79,7 @@ pub async fn get_credits(
 ) -> Result<web::Json<CreditsView>, ApiError> {
     let mut conn = state.pool.get().await?;
     let summary = ledger::summary(&mut conn, auth.user_id).await?;
-    let grants: Vec<GrantRow> = credit_grants::table
-        .filter(credit_grants::user_id.eq(auth.user_id))
-        .filter(credit_grants::remaining.gt(0))
-        .filter(credit_grants::expired_at.is_null())
-        .order((
-            credit_grants::expires_at.asc().nulls_last(),
-            credit_grants::created_at.asc(),
-            credit_grants::id.asc(),
-        ))
+    let grants: Vec<GrantRow> = ledger::spendable(auth.user_id)
         .select((
             credit_grants::id,
             credit_grants::source,
