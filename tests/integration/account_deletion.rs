@@ -25,16 +25,6 @@ pub(crate) async fn delete_me(app: &TestApp, token: &str, body: Value) -> Respon
         .unwrap()
 }
 
-pub(crate) async fn count(app: &TestApp, sql: &str) -> i64 {
-    app.db
-        .client()
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// Workers started and stopped by the test, so it controls when the erasure runs.
 struct Workers(JoinHandle<anyhow::Result<()>>, CancellationToken);
 
@@ -295,9 +285,7 @@ async fn deletion_erases_every_row_and_object_of_the_user_but_keeps_anonymised_p
             .unwrap()
             .is_empty()
     );
-    let bystander_rows = count(
-        &app,
-        &format!(
+    let bystander_rows = app.count(&format!(
             "SELECT (SELECT count(*) FROM ledger_entries WHERE user_id = '{0}') + (SELECT count(*) FROM sessions WHERE user_id = '{0}')",
             bystander.id
         ),
@@ -341,22 +329,16 @@ async fn deletion_erases_every_row_and_object_of_the_user_but_keeps_anonymised_p
         .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "sign-in is refused");
     assert_eq!(
-        count(
-            &app,
-            &format!(
-                "SELECT count(*) FROM api_keys WHERE user_id = '{user_id}' AND revoked_at IS NULL"
-            )
-        )
+        app.count(&format!(
+            "SELECT count(*) FROM api_keys WHERE user_id = '{user_id}' AND revoked_at IS NULL"
+        ))
         .await,
         0
     );
     assert_eq!(
-        count(
-            &app,
-            &format!(
-                "SELECT count(*) FROM sessions WHERE user_id = '{user_id}' AND revoked_at IS NULL"
-            )
-        )
+        app.count(&format!(
+            "SELECT count(*) FROM sessions WHERE user_id = '{user_id}' AND revoked_at IS NULL"
+        ))
         .await,
         0
     );
@@ -364,11 +346,11 @@ async fn deletion_erases_every_row_and_object_of_the_user_but_keeps_anonymised_p
     // ---- the erasure ----------------------------------------------------------------
     let workers = start_workers(&app);
     eventually("the erasure job", Duration::from_secs(30), || async {
-        let done = count(
-            &app,
-            "SELECT count(*) FROM jobs WHERE kind = 'delete_account' AND status = 'succeeded'",
-        )
-        .await;
+        let done = app
+            .count(
+                "SELECT count(*) FROM jobs WHERE kind = 'delete_account' AND status = 'succeeded'",
+            )
+            .await;
         (done == 1).then_some(())
     })
     .await;
@@ -385,19 +367,15 @@ async fn deletion_erases_every_row_and_object_of_the_user_but_keeps_anonymised_p
         "the confirmation purged from the outbox",
         Duration::from_secs(30),
         || async {
-            let left = count(
-                &app,
-                "SELECT count(*) FROM outbox_mails WHERE template = 'account_deleted'",
-            )
-            .await;
+            let left = app
+                .count("SELECT count(*) FROM outbox_mails WHERE template = 'account_deleted'")
+                .await;
             (left == 0).then_some(())
         },
     )
     .await;
     eventually("the queue to drain", Duration::from_secs(30), || async {
-        let busy = count(
-            &app,
-            "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running') AND run_at <= now() + interval '1 minute'",
+        let busy = app.count("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running') AND run_at <= now() + interval '1 minute'",
         )
         .await;
         (busy == 0).then_some(())
@@ -446,9 +424,7 @@ async fn deletion_erases_every_row_and_object_of_the_user_but_keeps_anonymised_p
     );
     // The bystander keeps everything.
     assert_eq!(
-        count(
-            &app,
-            &format!(
+        app.count(&format!(
                 "SELECT (SELECT count(*) FROM ledger_entries WHERE user_id = '{0}') + (SELECT count(*) FROM sessions WHERE user_id = '{0}')",
                 bystander.id
             ),
@@ -487,19 +463,13 @@ async fn a_wrong_password_or_an_api_key_changes_nothing() {
         assert_eq!(app.get_auth("/v1/me", token).await.status(), StatusCode::OK);
     }
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM users WHERE disabled_at IS NOT NULL"
-        )
-        .await,
+        app.count("SELECT count(*) FROM users WHERE disabled_at IS NOT NULL")
+            .await,
         0
     );
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM jobs WHERE kind = 'delete_account'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM jobs WHERE kind = 'delete_account'")
+            .await,
         0
     );
 }
@@ -562,11 +532,11 @@ async fn an_account_without_password_needs_a_recent_sign_in() {
         StatusCode::UNAUTHORIZED
     );
     eventually("the account erased", Duration::from_secs(30), || async {
-        let left = count(
-            &app,
-            &format!("SELECT count(*) FROM users WHERE id = '{user_id}'"),
-        )
-        .await;
+        let left = app
+            .count(&format!(
+                "SELECT count(*) FROM users WHERE id = '{user_id}'"
+            ))
+            .await;
         (left == 0).then_some(())
     })
     .await;

@@ -28,16 +28,6 @@ async fn revoke(app: &TestApp, token: &str, id: &str) -> Response {
         .unwrap()
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    app.db
-        .client()
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// Every row of `table` as JSON text, to search for what must not be stored.
 async fn dump(app: &TestApp, table: &str) -> String {
     app.db
@@ -177,7 +167,7 @@ async fn keys_cannot_manage_account_security() {
         assert_eq!(res.status(), StatusCode::FORBIDDEN, "{}", res.url());
         assert_eq!(code(res).await, "forbidden");
     }
-    assert_eq!(count(&app, "SELECT count(*) FROM api_keys").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM api_keys").await, 1);
     assert_eq!(
         app.get_auth("/v1/me", &key).await.status(),
         StatusCode::OK,
@@ -229,11 +219,8 @@ async fn revoked_keys_are_refused_at_once_and_only_their_owner_revokes() {
     assert_eq!(activity["data"][0]["kind"], "api_key_revoked");
     assert_eq!(activity["data"][0]["details"]["id"], id.as_str());
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM activity_events WHERE kind = 'api_key_revoked'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM activity_events WHERE kind = 'api_key_revoked'")
+            .await,
         1
     );
 }
@@ -324,21 +311,15 @@ async fn invalid_requests_create_nothing() {
         assert_eq!(problem["code"], "validation_failed", "{body}");
         assert_eq!(problem["errors"][0]["field"], field, "{body}");
     }
-    assert_eq!(count(&app, "SELECT count(*) FROM api_keys").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM api_keys").await, 0);
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM activity_events WHERE kind = 'api_key_created'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM activity_events WHERE kind = 'api_key_created'")
+            .await,
         0
     );
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM outbox_mails WHERE template = 'api_key_created'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM outbox_mails WHERE template = 'api_key_created'")
+            .await,
         0
     );
 
@@ -375,7 +356,7 @@ async fn active_keys_are_capped_and_listed_newest_first() {
     let res = create(&app, &user.access_token, &json!({"name": "one too many"})).await;
     assert_eq!(res.status(), StatusCode::CONFLICT);
     assert_eq!(code(res).await, "too_many_api_keys");
-    assert_eq!(count(&app, "SELECT count(*) FROM api_keys").await, 20);
+    assert_eq!(app.count("SELECT count(*) FROM api_keys").await, 20);
 
     // Newest first, paged by cursor.
     let page: Value = app

@@ -28,16 +28,6 @@ async fn app_with(env: &[(&str, &str)]) -> TestApp {
     .await
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    app.db
-        .client()
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 async fn refresh_with_cookie(
     app: &TestApp,
     cookie: &str,
@@ -178,8 +168,8 @@ async fn bad_registrations_change_nothing() {
         .await;
     assert_eq!(res.status(), StatusCode::CONFLICT);
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "email_taken");
-    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 1);
-    assert_eq!(count(&app, "SELECT count(*) FROM sessions").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM users").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM sessions").await, 1);
 }
 
 #[tokio::test]
@@ -742,9 +732,7 @@ async fn failed_logins_lock_out_the_attacker_not_the_victim() {
             .status(),
         StatusCode::OK
     );
-    let failures = count(
-        &app,
-        "SELECT count(*) FROM activity_events WHERE kind = 'sign_in_failed' AND ip = '203.0.113.7'",
+    let failures = app.count("SELECT count(*) FROM activity_events WHERE kind = 'sign_in_failed' AND ip = '203.0.113.7'",
     )
     .await;
     assert_eq!(

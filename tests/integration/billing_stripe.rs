@@ -103,16 +103,6 @@ pub(crate) async fn transactions(app: &TestApp, user: &TestUser) -> Vec<Value> {
         .clone()
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    app.db
-        .client()
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// A completed, paid Checkout Session event for a fresh checkout of `pack_100` by `user`.
 pub(crate) async fn paid_pack_event(app: &TestApp, fake: &StripeFake, user: &TestUser) -> Value {
     let session = open_session(app, fake, user, "pack_100").await;
@@ -324,7 +314,7 @@ async fn bad_missing_or_stale_signatures_are_refused_and_change_nothing() {
     }
     assert_eq!(balance(&app, &user).await, 0);
     assert!(transactions(&app, &user).await.is_empty());
-    assert_eq!(count(&app, "SELECT count(*) FROM webhook_events").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM webhook_events").await, 0);
 
     // The genuine delivery still applies afterwards.
     deliver(&app, &fake, &event).await;
@@ -428,7 +418,7 @@ async fn twenty_concurrent_deliveries_of_one_event_grant_once() {
     }
     assert_eq!(balance(&app, &user).await, 100);
     assert_eq!(transactions(&app, &user).await.len(), 1);
-    assert_eq!(count(&app, "SELECT count(*) FROM webhook_events").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM webhook_events").await, 1);
     app.assert_ledger_invariants().await;
 }
 
@@ -509,7 +499,7 @@ async fn subscription_state_only_moves_forward() {
     .await;
     let current = get_json(&app, &user, "/v1/billing/subscription").await["subscription"].clone();
     assert_eq!(current["status"], "canceled");
-    assert_eq!(count(&app, "SELECT count(*) FROM subscriptions").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 1);
     app.assert_ledger_invariants().await;
 }
 
@@ -730,7 +720,7 @@ async fn events_this_server_cannot_use_are_acknowledged_and_recorded() {
         "invalid_payload"
     );
 
-    assert_eq!(count(&app, "SELECT count(*) FROM webhook_events").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM webhook_events").await, 2);
     assert_eq!(balance(&app, &user).await, 0);
     app.assert_ledger_invariants().await;
 }

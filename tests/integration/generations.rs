@@ -51,16 +51,6 @@ async fn credits(app: &TestApp, user: &TestUser) -> Value {
         .unwrap()
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    app.db
-        .client()
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_builtin_renderer_draws_what_was_asked_and_charges_once() {
     let app = app(true).await;
@@ -192,10 +182,11 @@ async fn invalid_requests_are_named_and_change_nothing() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "unknown fields are refused"
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM generations").await, 0);
-    assert_eq!(count(&app, "SELECT count(*) FROM credit_holds").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM generations").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM credit_holds").await, 0);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM jobs WHERE kind = 'generate'").await,
+        app.count("SELECT count(*) FROM jobs WHERE kind = 'generate'")
+            .await,
         0
     );
     app.assert_ledger_invariants().await;
@@ -216,9 +207,10 @@ async fn insufficient_credits_is_402_and_changes_nothing() {
     let problem: Value = res.json().await.unwrap();
     assert_eq!(problem["code"], "insufficient_credits");
     assert!(problem["detail"].as_str().unwrap().contains("4 credits"));
-    assert_eq!(count(&app, "SELECT count(*) FROM generations").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM generations").await, 0);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM jobs WHERE kind = 'generate'").await,
+        app.count("SELECT count(*) FROM jobs WHERE kind = 'generate'")
+            .await,
         0
     );
     assert_eq!(credits(&app, &user).await["available"], 3);
@@ -257,9 +249,10 @@ async fn parallel_submits_never_overspend() {
             .count(),
         40
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM generations").await, 10);
+    assert_eq!(app.count("SELECT count(*) FROM generations").await, 10);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM jobs WHERE kind = 'generate'").await,
+        app.count("SELECT count(*) FROM jobs WHERE kind = 'generate'")
+            .await,
         10
     );
     app.assert_ledger_invariants().await;
@@ -292,11 +285,8 @@ async fn cancel_of_a_queued_generation_is_immediate_and_frees_credits() {
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "canceled");
     assert_eq!(credits(&app, &user).await["available"], 10);
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM jobs WHERE kind = 'generate' AND status = 'queued'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM jobs WHERE kind = 'generate' AND status = 'queued'")
+            .await,
         0,
         "its job will not run"
     );

@@ -34,35 +34,19 @@ async fn generate(app: &TestApp, user: &TestUser, key: Option<&str>, prompt: &st
     .await
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    app.db
-        .client()
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 async fn generations_of(app: &TestApp, user: &TestUser) -> i64 {
-    count(
-        app,
-        &format!(
-            "SELECT count(*) FROM generations WHERE user_id = '{}'",
-            user.id
-        ),
-    )
+    app.count(&format!(
+        "SELECT count(*) FROM generations WHERE user_id = '{}'",
+        user.id
+    ))
     .await
 }
 
 async fn holds_of(app: &TestApp, user: &TestUser) -> i64 {
-    count(
-        app,
-        &format!(
-            "SELECT count(*) FROM credit_holds WHERE user_id = '{}'",
-            user.id
-        ),
-    )
+    app.count(&format!(
+        "SELECT count(*) FROM credit_holds WHERE user_id = '{}'",
+        user.id
+    ))
     .await
 }
 
@@ -268,10 +252,7 @@ async fn invalid_keys_are_refused_and_auth_routes_ignore_the_header() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(
-        count(&app, "SELECT count(*) FROM idempotency_keys").await,
-        1
-    );
+    assert_eq!(app.count("SELECT count(*) FROM idempotency_keys").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,7 +274,7 @@ async fn api_key_creation_is_never_stored_for_replay() {
         assert_eq!(res.status(), StatusCode::CREATED);
         assert!(!replayed(&res));
     }
-    let stored = count(&app, "SELECT count(*) FROM idempotency_keys").await;
+    let stored = app.count("SELECT count(*) FROM idempotency_keys").await;
     assert_eq!(stored, 0, "no response holding a secret is kept");
 }
 
@@ -309,10 +290,7 @@ async fn without_the_header_every_request_counts() {
     }
     assert_eq!(generations_of(&app, &user).await, 2);
     assert_eq!(holds_of(&app, &user).await, 2);
-    assert_eq!(
-        count(&app, "SELECT count(*) FROM idempotency_keys").await,
-        0
-    );
+    assert_eq!(app.count("SELECT count(*) FROM idempotency_keys").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,14 +340,12 @@ async fn a_retried_upload_is_replayed_even_when_streamed_in_chunks() {
     assert!(replayed(&again));
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["id"], first["id"]);
-    let stored = count(
-        &app,
-        &format!(
+    let stored = app
+        .count(&format!(
             "SELECT count(*) FROM reference_images WHERE user_id = '{}'",
             user.id
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(stored, 1);
 }
 
@@ -403,8 +379,5 @@ async fn unauthenticated_calls_get_their_401_and_store_nothing() {
             );
         }
     }
-    assert_eq!(
-        count(&app, "SELECT count(*) FROM idempotency_keys").await,
-        0
-    );
+    assert_eq!(app.count("SELECT count(*) FROM idempotency_keys").await, 0);
 }

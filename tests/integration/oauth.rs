@@ -26,16 +26,6 @@ async fn app_with(providers: &[&FakeProvider], extra: &[(&str, &str)]) -> TestAp
     .await
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    app.db
-        .client()
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 async fn start(app: &TestApp, provider: &str, redirect_to: Option<&str>) -> Response {
     let path = format!("/v1/auth/oauth/{provider}/authorize");
     let url = match redirect_to {
@@ -136,7 +126,7 @@ async fn google_sign_in_creates_a_verified_account_without_password() {
     assert_eq!(q["code_challenge_method"], "S256");
     assert!(q["state"].len() >= 43);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM oauth_states").await,
+        app.count("SELECT count(*) FROM oauth_states").await,
         1,
         "pending, stored hashed"
     );
@@ -180,22 +170,17 @@ async fn google_sign_in_creates_a_verified_account_without_password() {
             .iter()
             .any(|e| e["kind"] == "signed_in" && e["details"]["method"] == "google")
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM oauth_states").await, 0);
-    assert_eq!(count(&app, "SELECT count(*) FROM consents").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM oauth_states").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM consents").await, 1);
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM users WHERE terms_version = '2026-11-01' AND password_hash IS NULL"
+        app.count("SELECT count(*) FROM users WHERE terms_version = '2026-11-01' AND password_hash IS NULL"
         )
         .await,
         1
     );
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM sessions WHERE auth_method = 'google'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM sessions WHERE auth_method = 'google'")
+            .await,
         1
     );
 }
@@ -242,14 +227,11 @@ async fn github_links_to_the_verified_password_account_with_that_email() {
         json_of(&app, "/v1/me", &token).await["id"],
         user.id.as_str()
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 1);
-    assert_eq!(count(&app, "SELECT count(*) FROM identities").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM users").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM identities").await, 1);
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM activity_events WHERE kind = 'identity_linked'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM activity_events WHERE kind = 'identity_linked'")
+            .await,
         1
     );
     let login = app
@@ -267,14 +249,14 @@ async fn github_links_to_the_verified_password_account_with_that_email() {
         .execute("UPDATE users SET disabled_at = now()", &[])
         .await
         .unwrap();
-    let sessions = count(&app, "SELECT count(*) FROM sessions").await;
+    let sessions = app.count("SELECT count(*) FROM sessions").await;
     let landing = sign_in(&app, &github).await;
     assert_eq!(
         location(&landing),
         format!("{SPA}/welcome?error=account_disabled")
     );
     assert!(refresh_cookie(&landing).is_none());
-    assert_eq!(count(&app, "SELECT count(*) FROM sessions").await, sessions);
+    assert_eq!(app.count("SELECT count(*) FROM sessions").await, sessions);
 }
 
 #[tokio::test]
@@ -327,8 +309,8 @@ async fn unverified_provider_email_never_links_or_creates() {
         format!("{SPA}/welcome?error=email_not_verified")
     );
     assert!(refresh_cookie(&landing).is_none());
-    assert_eq!(count(&app, "SELECT count(*) FROM identities").await, 0);
-    assert_eq!(count(&app, "SELECT count(*) FROM sessions").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM identities").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM sessions").await, 1);
     let events = activity_kinds(&app, &user.access_token).await;
     assert!(events.iter().all(|e| e["kind"] != "identity_linked"));
 
@@ -339,7 +321,7 @@ async fn unverified_provider_email_never_links_or_creates() {
         location(&landing),
         format!("{SPA}/welcome?error=email_not_verified")
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM users").await, 1);
 }
 
 #[tokio::test]
@@ -428,7 +410,7 @@ async fn state_is_single_use_and_must_be_known() {
         StatusCode::BAD_REQUEST,
         "invalid_oauth_state",
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM sessions").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM sessions").await, 1);
 }
 
 #[tokio::test]
@@ -452,9 +434,9 @@ async fn pkce_mismatch_fails_at_the_provider_and_creates_no_session() {
         google.rejections(),
         vec!["code_verifier does not match the code_challenge".to_string()]
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM sessions").await, 0);
-    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 0);
-    assert_eq!(count(&app, "SELECT count(*) FROM identities").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM sessions").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM users").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM identities").await, 0);
 }
 
 #[tokio::test]
@@ -473,7 +455,7 @@ async fn declines_and_provider_failures_return_to_the_spa_with_an_error() {
         format!("{SPA}/welcome?error=provider_error")
     );
     assert!(refresh_cookie(&landing).is_none());
-    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM users").await, 0);
 
     github.set_token_outage(false);
     let landing = sign_in(&app, &github).await;
@@ -502,7 +484,7 @@ async fn redirect_to_must_be_on_the_web_apps_origin() {
         );
         assert_eq!(body["errors"][0]["field"], "redirect_to", "{bad:?}");
     }
-    assert_eq!(count(&app, "SELECT count(*) FROM oauth_states").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM oauth_states").await, 0);
     let ok = start(&app, "google", Some("http://spa.test/after#x")).await;
     assert_eq!(ok.status(), StatusCode::FOUND);
 }

@@ -69,7 +69,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::{
-    account_deletion::{self, count, delete_me, rows_as_text, rows_mentioning},
+    account_deletion::{self, delete_me, rows_as_text, rows_mentioning},
     analytics, billing_creem, billing_stripe, exports, generations,
     oauth::{self, json_of},
     reference_images, storage, support_and_mails,
@@ -293,8 +293,8 @@ async fn account_info_and_third_party_login() {
         assert_eq!(row.get::<_, String>(4), person.name);
         assert!(row.get::<_, bool>(5), "{provider}: no password invented");
     }
-    assert_eq!(count(&app, "SELECT count(*) FROM users").await, 3);
-    assert_eq!(count(&app, "SELECT count(*) FROM identities").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM users").await, 3);
+    assert_eq!(app.count("SELECT count(*) FROM identities").await, 2);
 }
 
 // ---- 2 ---------------------------------------------------------------------------------
@@ -484,7 +484,7 @@ async fn transactions_stored_without_card_details() {
     )
     .await;
     assert_eq!(
-        count(&app, "SELECT count(*) FROM webhook_events").await,
+        app.count("SELECT count(*) FROM webhook_events").await,
         2,
         "both events were received"
     );
@@ -676,9 +676,7 @@ async fn ip_browser_and_device_recorded_for_security() {
         [phone.0, phone.1, phone_elsewhere.0, phone_elsewhere.1].map(|s| Some(s.to_string()))
     );
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM activity_events WHERE kind = 'sign_in_failed' AND ip = '192.0.2.99' AND user_agent = 'curl/8.5.0'"
+        app.count("SELECT count(*) FROM activity_events WHERE kind = 'sign_in_failed' AND ip = '192.0.2.99' AND user_agent = 'curl/8.5.0'"
         )
         .await,
         1
@@ -1092,10 +1090,10 @@ async fn payments_verified_by_signature() {
     // Nothing changed.
     assert_eq!(billing_stripe::balance(&app, &user).await, 0);
     assert!(billing_stripe::transactions(&app, &user).await.is_empty());
-    assert_eq!(count(&app, "SELECT count(*) FROM webhook_events").await, 0);
-    assert_eq!(count(&app, "SELECT count(*) FROM credit_grants").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM webhook_events").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM credit_grants").await, 0);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM billing_transactions").await,
+        app.count("SELECT count(*) FROM billing_transactions").await,
         0
     );
 
@@ -1112,7 +1110,7 @@ async fn payments_verified_by_signature() {
         .collect();
     providers.sort_unstable();
     assert_eq!(providers, ["creem", "stripe"]);
-    assert_eq!(count(&app, "SELECT count(*) FROM webhook_events").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM webhook_events").await, 2);
     app.assert_ledger_invariants().await;
 }
 
@@ -1334,19 +1332,13 @@ async fn data_kept_while_active_and_deleted_on_request() {
     let res = delete_me(&app, &user.access_token, json!({"password": PASSWORD})).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     eventually("the erasure to finish", Duration::from_secs(60), || async {
-        let done = count(
-            &app,
-            "SELECT count(*) FROM jobs WHERE kind = 'delete_account' AND status = 'succeeded'",
+        let done = app.count("SELECT count(*) FROM jobs WHERE kind = 'delete_account' AND status = 'succeeded'",
         )
         .await;
-        let confirmation = count(
-            &app,
-            "SELECT count(*) FROM outbox_mails WHERE template = 'account_deleted'",
+        let confirmation = app.count("SELECT count(*) FROM outbox_mails WHERE template = 'account_deleted'",
         )
         .await;
-        let busy = count(
-            &app,
-            "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running') AND run_at <= now() + interval '1 minute'",
+        let busy = app.count("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running') AND run_at <= now() + interval '1 minute'",
         )
         .await;
         (done == 1 && confirmation == 0 && busy == 0).then_some(())
@@ -1368,8 +1360,7 @@ async fn data_kept_while_active_and_deleted_on_request() {
 
     // The payment stays for the books, without the person.
     assert_eq!(
-        count(
-            &app,
+        app.count(
             "SELECT count(*) FROM billing_transactions WHERE user_id IS NULL AND amount_cents = 500"
         )
         .await,
@@ -1522,11 +1513,12 @@ async fn access_update_delete_withdraw_consent_export() {
         StatusCode::UNAUTHORIZED
     );
     eventually("the account erased", Duration::from_secs(60), || async {
-        let left = count(
-            &app,
-            &format!("SELECT count(*) FROM users WHERE id = '{}'", user.id),
-        )
-        .await;
+        let left = app
+            .count(&format!(
+                "SELECT count(*) FROM users WHERE id = '{}'",
+                user.id
+            ))
+            .await;
         (left == 0).then_some(())
     })
     .await;

@@ -21,16 +21,6 @@ async fn app() -> TestApp {
     .await
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    app.db
-        .client()
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 async fn exec(app: &TestApp, sql: &str) {
     app.db.client().await.execute(sql, &[]).await.unwrap();
 }
@@ -92,11 +82,8 @@ async fn backdate(app: &TestApp, table: &str, column: &str, age: &str, select: &
 }
 
 async fn exists(app: &TestApp, table: &str, id: &str) -> bool {
-    count(
-        app,
-        &format!("SELECT count(*) FROM {table} WHERE id = '{id}'"),
-    )
-    .await
+    app.count(&format!("SELECT count(*) FROM {table} WHERE id = '{id}'"))
+        .await
         == 1
 }
 
@@ -130,8 +117,7 @@ async fn the_sweep_deletes_only_what_is_past_its_retention() {
         "verification mails delivered",
         Duration::from_secs(15),
         || async {
-            (count(
-                &app,
+            (app.count(
                 "SELECT count(*) FROM jobs WHERE kind = 'send_mail' AND status = 'succeeded'",
             )
             .await
@@ -219,11 +205,11 @@ async fn the_sweep_deletes_only_what_is_past_its_retention() {
         2
     );
     for id in [&old_export, &kept_export] {
-        let key = count(
-            &app,
-            &format!("SELECT count(*) FROM exports WHERE id = '{id}' AND object_key IS NULL"),
-        )
-        .await;
+        let key = app
+            .count(&format!(
+                "SELECT count(*) FROM exports WHERE id = '{id}' AND object_key IS NULL"
+            ))
+            .await;
         assert_eq!(key, 1, "the archive of {id} is deleted at expiry");
     }
 
@@ -234,7 +220,7 @@ async fn the_sweep_deletes_only_what_is_past_its_retention() {
     eventually(
         "the start-up sweep ran",
         Duration::from_secs(20),
-        || async { (count(&app, sweeps).await == 1).then_some(()) },
+        || async { (app.count(sweeps).await == 1).then_some(()) },
     )
     .await;
     let mut conn = app.state.pool.get().await.unwrap();
@@ -251,7 +237,7 @@ async fn the_sweep_deletes_only_what_is_past_its_retention() {
         "one sweep at a time"
     );
     eventually("the sweep ran", Duration::from_secs(20), || async {
-        (count(&app, sweeps).await == 1).then_some(())
+        (app.count(sweeps).await == 1).then_some(())
     })
     .await;
 
@@ -268,19 +254,13 @@ async fn the_sweep_deletes_only_what_is_past_its_retention() {
         assert!(exists(&app, table, kept).await, "{table} {kept} is not");
     }
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM idempotency_keys WHERE key = 'old-key'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM idempotency_keys WHERE key = 'old-key'")
+            .await,
         0
     );
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM idempotency_keys WHERE key = 'new-key'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM idempotency_keys WHERE key = 'new-key'")
+            .await,
         1
     );
     // The user still sees the expired export, without a link, until it is swept.

@@ -85,16 +85,6 @@ async fn receiver(status: u16) -> MockServer {
     server
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    app.db
-        .client()
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 fn header<'a>(request: &'a wiremock::Request, name: &str) -> &'a str {
     request
         .headers
@@ -251,9 +241,7 @@ async fn gone_stops_the_deliveries() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(hook.received_requests().await.unwrap().len(), 1);
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM jobs WHERE kind = 'deliver_webhook' AND status = 'failed' AND attempts = 1"
+        app.count("SELECT count(*) FROM jobs WHERE kind = 'deliver_webhook' AND status = 'failed' AND attempts = 1"
         )
         .await,
         1
@@ -282,9 +270,7 @@ async fn loopback_receivers_are_refused_without_the_override() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(hook.received_requests().await.unwrap().is_empty());
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM jobs WHERE kind = 'deliver_webhook' AND status = 'failed' AND attempts = 1"
+        app.count("SELECT count(*) FROM jobs WHERE kind = 'deliver_webhook' AND status = 'failed' AND attempts = 1"
         )
         .await,
         1,
@@ -333,11 +319,8 @@ async fn canceled_generations_notify_and_others_do_not() {
     let payload: Value = row.get(1);
     assert_eq!(payload["data"]["status"], "canceled");
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM jobs WHERE kind = 'deliver_webhook'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM jobs WHERE kind = 'deliver_webhook'")
+            .await,
         1,
         "queued with the cancel"
     );

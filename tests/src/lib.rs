@@ -208,6 +208,17 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// The first column of the one row `sql` returns (a `count(*)`, say), read directly.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db
+            .client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// `gptimage2_read_cache_lookups_total{kind, outcome}` from `/metrics`.
     pub async fn cache_lookups(&self, kind: &str, outcome: &str) -> u64 {
         let text = self.get("/metrics").await.text().await.unwrap();
