@@ -159,7 +159,7 @@ impl Inner {
 
     /// The entry a result stamped `stamp` may be kept in, made room for if needed.
     fn keepable(&mut self, stamp: Stamp, user: Uuid) -> Option<&mut UserEntry> {
-        if !self.listening || stamp.0 < self.floor {
+        if self.capacity == 0 || !self.listening || stamp.0 < self.floor {
             return None;
         }
         if !self.users.contains_key(&user) {
@@ -229,9 +229,6 @@ impl ReadCache {
     }
 
     pub fn keep_session(&self, stamp: Stamp, user: Uuid, session: Uuid, check: SessionCheck) {
-        if !self.enabled() {
-            return;
-        }
         let mut inner = self.lock();
         if let Some(entry) = inner.keepable(stamp, user) {
             entry.sessions.insert(session, Timed::new(check, MAX_AGE));
@@ -248,9 +245,6 @@ impl ReadCache {
     }
 
     pub fn keep_api_key(&self, stamp: Stamp, hash: Vec<u8>, check: ApiKeyCheck) {
-        if !self.enabled() {
-            return;
-        }
         let mut inner = self.lock();
         let Some(entry) = inner.keepable(stamp, check.user_id) else {
             return;
@@ -268,9 +262,6 @@ impl ReadCache {
     }
 
     pub fn keep_page(&self, stamp: Stamp, user: Uuid, key: String, body: Bytes, max_age: Duration) {
-        if !self.enabled() {
-            return;
-        }
         let mut inner = self.lock();
         if let Some(entry) = inner.keepable(stamp, user) {
             if entry.pages.len() >= PAGES_PER_USER {

@@ -44,7 +44,6 @@ wire_enum! {
 #[derive(Debug, Clone, Copy)]
 pub struct Account {
     pub available: i64,
-    pub held: i64,
     /// Whether the low-balance notice went out since the balance last recovered.
     pub low_balance_notified: bool,
 }
@@ -57,14 +56,12 @@ async fn lock_account(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResul
             .find(user_id)
             .select((
                 credit_accounts::available,
-                credit_accounts::held,
                 credit_accounts::low_balance_notified,
             ))
             .for_update()
     };
-    let account = |(available, held, low_balance_notified)| Account {
+    let account = |(available, low_balance_notified)| Account {
         available,
-        held,
         low_balance_notified,
     };
     if let Some(row) = locked().first(conn).await.optional()? {
@@ -297,7 +294,6 @@ pub async fn hold_within(
         id,
         account: Account {
             available: account.available - h.amount,
-            held: account.held + h.amount,
             ..account
         },
     })
