@@ -26,6 +26,7 @@ mod privacy_policy;
 mod read_cache;
 mod reference_images;
 mod retention;
+mod security;
 mod storage;
 mod support_and_mails;
 mod webhooks_out;

@@ -1,0 +1,1 @@
+//! Attacks: see `security.rs`.
