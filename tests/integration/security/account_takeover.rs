@@ -185,7 +185,9 @@ async fn assert_foothold_gone(app: &TestApp, foothold: &Foothold, owner: &str, p
     let revoked = events
         .iter()
         .find(|e| e["kind"] == "credentials_revoked")
-        .unwrap_or_else(|| panic!("the security log does not say what the {proof} ended: {events:#?}"));
+        .unwrap_or_else(|| {
+            panic!("the security log does not say what the {proof} ended: {events:#?}")
+        });
     let details = &revoked["details"];
     assert!(details["sessions"].as_i64().unwrap() >= 2, "{details}");
     assert_eq!(details["api_keys"], 1, "{details}");
@@ -344,12 +346,8 @@ async fn unverified_squatter_sets_a_webhook_url() {
             .json(&body)
             .send()
     };
-    let (status, body) = problem(
-        submit(Some("https://hooks.example.com/gi2"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) =
+        problem(submit(Some("https://hooks.example.com/gi2")).await.unwrap()).await;
     assert_email_unverified(status, &body, "a webhook_url");
     assert_eq!(app.count("SELECT count(*) FROM generations").await, 0);
     // Without a webhook the unverified account may still generate.
@@ -413,8 +411,7 @@ async fn attacker_brute_forces_the_current_password_with_a_stolen_token() {
         }
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
-    let (attempt, res) =
-        limited.expect("20 wrong current passwords in a row were never throttled");
+    let (attempt, res) = limited.expect("20 wrong current passwords in a row were never throttled");
     assert!(attempt <= 5, "throttled only after {attempt} guesses");
     let retry_after: u64 = res.headers()["retry-after"]
         .to_str()
@@ -438,7 +435,11 @@ async fn attacker_brute_forces_the_current_password_with_a_stolen_token() {
             &json!({"email": victim.email, "password": "the attacker's own horse battery"}),
         )
         .await;
-    assert_eq!(login.status(), StatusCode::TOO_MANY_REQUESTS, "same lockout as sign-in");
+    assert_eq!(
+        login.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "same lockout as sign-in"
+    );
 }
 
 #[tokio::test]
@@ -460,7 +461,10 @@ async fn attacker_sets_a_first_password_with_a_stolen_google_access_token() {
         (StatusCode::FORBIDDEN, Some("password_setup_requires_email")),
         "a first password needs proof of the mailbox: {body}"
     );
-    assert_eq!(json_of(&app, "/v1/me", &stolen).await["has_password"], false);
+    assert_eq!(
+        json_of(&app, "/v1/me", &stolen).await["has_password"],
+        false
+    );
     let login = app
         .post_json(
             "/v1/auth/login",
@@ -471,7 +475,10 @@ async fn attacker_sets_a_first_password_with_a_stolen_google_access_token() {
 
     // The owner sets one through the mailed link.
     let res = app
-        .post_json("/v1/auth/password/forgot", &json!({"email": "lin@example.com"}))
+        .post_json(
+            "/v1/auth/password/forgot",
+            &json!({"email": "lin@example.com"}),
+        )
         .await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let token = app.mailed_token("lin@example.com", "/reset-password").await;
