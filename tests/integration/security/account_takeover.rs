@@ -123,10 +123,12 @@ async fn pre_register(app: &TestApp) -> Foothold {
             .expose()
             .to_string()
     };
-    // Every credential works before the owner shows up.
-    for token in [&account.access_token, &mobile_access, &api_key] {
-        assert_eq!(app.get_auth("/v1/me", token).await.status(), StatusCode::OK);
-    }
+    // Every credential works before the owner shows up, and its check is served from the
+    // read cache: revoking it must reach the cache too.
+    app.until_cached(&api_key, "/v1/me", "api_key").await;
+    app.until_cached(&mobile_access, "/v1/me", "session").await;
+    app.until_cached(&account.access_token, "/v1/me", "session")
+        .await;
     Foothold {
         account,
         api_key,
