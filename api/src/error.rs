@@ -294,6 +294,15 @@ impl ResponseError for ApiError {
     }
 }
 
+impl From<crate::accounts::ownership::EmailUnverified> for ApiError {
+    fn from(err: crate::accounts::ownership::EmailUnverified) -> Self {
+        Self::Denied {
+            code: "email_unverified",
+            detail: format!("Not before the email address is verified: {err}."),
+        }
+    }
+}
+
 impl From<diesel::result::Error> for ApiError {
     fn from(err: diesel::result::Error) -> Self {
         match err {

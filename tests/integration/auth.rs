@@ -85,6 +85,14 @@ async fn register_verify_and_see_the_profile() {
         "invalid_token"
     );
 
+    // Proving the address ends every earlier session (in case someone else registered it
+    // first, issue #13): the user signs in again.
+    assert_eq!(
+        app.get_auth("/v1/me", token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let (token, _) = app.login_mobile("ada@example.com", PASSWORD).await;
+    let token = token.as_str();
     let me: Value = app.get_auth("/v1/me", token).await.json().await.unwrap();
     assert_eq!(me["email_verified"], true);
     assert_eq!(me["name"], "Ada");

@@ -215,6 +215,12 @@ async fn a_webhook_retried_after_the_handler_died_past_its_commit_pays_once() {
         .await
         .unwrap();
     let token = registered["access_token"].as_str().unwrap().to_string();
+    // Buying needs a verified address.
+    db.client()
+        .await
+        .execute("UPDATE users SET email_verified_at = now()", &[])
+        .await
+        .unwrap();
     let checkout: Value = client
         .post(format!("{}/v1/billing/checkout", first.base))
         .bearer_auth(&token)

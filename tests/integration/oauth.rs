@@ -539,14 +539,14 @@ async fn unlinking_keeps_a_way_to_sign_in() {
     let app = app_with(&[&google], &[]).await;
     let landing = sign_in(&app, &google).await;
     let (token, _) = access_token(&app, &landing).await;
-    let unlink = |provider: &'static str| {
+    let unlink = |provider: &'static str, token: &str| {
         app.client
             .delete(app.url(&format!("/v1/me/identities/{provider}")))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .send()
     };
 
-    let (status, body) = problem(unlink("google").await.unwrap()).await;
+    let (status, body) = problem(unlink("google", &token).await.unwrap()).await;
     assert_problem(status, &body, StatusCode::CONFLICT, "last_sign_in_method");
     // Account security needs a signed-in session: an API key may list, not unlink.
     let (_, key) = app.issue_api_key(&token, "ci").await;
@@ -562,12 +562,13 @@ async fn unlinking_keeps_a_way_to_sign_in() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    let (status, body) = problem(unlink("github").await.unwrap()).await;
+    let (status, body) = problem(unlink("github", &token).await.unwrap()).await;
     assert_problem(status, &body, StatusCode::NOT_FOUND, "not_found");
-    let (status, _) = problem(unlink("facebook").await.unwrap()).await;
+    let (status, _) = problem(unlink("facebook", &token).await.unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // An OAuth-only account sets its first password without a current one.
+    // An OAuth-only account sets its first password through the mailed link, not with an
+    // access token alone (issue #13: a stolen token must not become a password).
     let res = app
         .client
         .post(app.url("/v1/me/password"))
@@ -576,9 +577,36 @@ async fn unlinking_keeps_a_way_to_sign_in() {
         .send()
         .await
         .unwrap();
+    let (status, body) = problem(res).await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::FORBIDDEN,
+        "password_setup_requires_email",
+    );
+    let res = app
+        .post_json(
+            "/v1/auth/password/forgot",
+            &json!({"email": "unlink@example.com"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let reset = app
+        .mailed_token("unlink@example.com", "/reset-password")
+        .await;
+    let res = app
+        .post_json(
+            "/v1/auth/password/reset",
+            &json!({"token": reset, "password": "a brand new horse battery"}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // The reset ended every session: sign in with the new password.
+    let (token, _) = app
+        .login_mobile("unlink@example.com", "a brand new horse battery")
+        .await;
     assert_eq!(
-        unlink("google").await.unwrap().status(),
+        unlink("google", &token).await.unwrap().status(),
         StatusCode::NO_CONTENT
     );
     let identities = json_of(&app, "/v1/me/identities", &token).await;

@@ -1266,6 +1266,8 @@ async fn data_kept_while_active_and_deleted_on_request() {
     let user = app
         .register_with(&unique_email("dora"), PASSWORD, &name)
         .await;
+    // Buying needs a verified address.
+    app.mark_verified(&user.id).await;
     // A bit of everything: a purchase, a reference image, a generation, a consent, a
     // support request and an export.
     let purchase = billing_stripe::paid_pack_event(&app, &stripe, &user).await;

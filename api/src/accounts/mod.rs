@@ -3,6 +3,7 @@
 pub mod consents;
 pub mod deletion;
 pub mod export;
+pub mod ownership;
 pub mod users;
 
 pub use users::{User, UserView};

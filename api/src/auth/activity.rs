@@ -28,6 +28,9 @@ wire_enum! {
         IdentityLinked = "identity_linked",
         IdentityUnlinked = "identity_unlinked",
         AccountDeletionRequested = "account_deletion_requested",
+        /// The mailbox was proven (`details.reason`): every earlier session and API key ended and
+        /// the webhook secret was replaced (`details` counts them).
+        CredentialsRevoked = "credentials_revoked",
     }
 }
 

@@ -4,6 +4,7 @@ pub mod activity;
 pub mod client;
 pub mod cookie;
 pub mod extract;
+pub mod lockout;
 pub mod new_device;
 pub mod oauth;
 pub mod password;

@@ -218,6 +218,29 @@ pub async fn rotate(
     })
 }
 
+/// Whether session `session_id` of `user_id` is still live (not revoked, not expired): for a
+/// request that must not act on a session ended while it waited for a lock.
+pub async fn is_live(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    session_id: Uuid,
+) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        sessions::table
+            .filter(sessions::id.eq(session_id))
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::revoked_at.is_null())
+            .filter(sessions::expires_at.gt(diesel::dsl::now)),
+    ))
+    .get_result(conn)
+    .await
+}
+
+/// The answer to a request whose session has ended.
+pub fn ended() -> ApiError {
+    ApiError::unauthorized("session_revoked", "This session has ended; sign in again.")
+}
+
 /// Ends one session of `user_id`; false when there is no such live session.
 pub async fn revoke(
     conn: &mut AsyncPgConnection,

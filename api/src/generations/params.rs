@@ -69,7 +69,8 @@ pub struct GenerationRequest {
     pub reference_image_ids: Vec<Uuid>,
     /// A reference image used as the edit mask (needs at least one reference image).
     pub mask_image_id: Option<Uuid>,
-    /// https URL that receives a signed POST when the generation finishes.
+    /// https URL that receives a signed POST when the generation finishes. Needs a verified
+    /// email address (403 `email_unverified` before).
     #[schema(max_length = 2048, example = "https://hooks.example.com/gptimage2")]
     pub webhook_url: Option<String>,
 }

@@ -74,6 +74,18 @@ pub async fn secret_for(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryRes
     Ok(Secret::new(secret))
 }
 
+/// Replaces the user's signing secret, if one was ever handed out; true when it was.
+pub async fn rotate_secret(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<bool> {
+    let changed = diesel::update(webhook_secrets::table.find(user_id))
+        .set((
+            webhook_secrets::secret.eq(new_secret()),
+            webhook_secrets::created_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(changed > 0)
+}
+
 /// `v1,` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")), the key being the
 /// base64-decoded part of the secret after `whsec_`.
 pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> anyhow::Result<String> {

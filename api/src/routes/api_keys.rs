@@ -11,8 +11,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    accounts::users::{self, User},
-    auth::{ClientInfo, SessionAuth, activity, extract::API_KEY_PREFIX, tokens},
+    accounts::{
+        ownership,
+        users::{self, User},
+    },
+    auth::{ClientInfo, SessionAuth, activity, extract::API_KEY_PREFIX, sessions, tokens},
     db::schema::{api_keys, users as users_t},
     error::{ApiError, FieldError, Problem},
     mail,
@@ -162,6 +165,9 @@ fn validate(
 }
 
 /// Create an API key; its secret is in this response only.
+///
+/// Needs a verified email address (403 `email_unverified` before): a key outlives sessions,
+/// and until the address is proven the account may not be its owner's.
 #[utoipa::path(
     tag = "api-keys",
     operation_id = "createApiKey",
@@ -170,7 +176,7 @@ fn validate(
     responses(
         (status = 201, description = "Created; `key` is shown only now", body = CreatedApiKey),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "API keys cannot create keys", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "API keys cannot create keys; or `email_unverified`: the account's email address is not verified yet", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`too_many_api_keys`: 20 active keys already; revoke one first", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
     )
@@ -198,6 +204,12 @@ pub async fn create_api_key(
                 .for_update()
                 .first(conn)
                 .await?;
+            // A key outlives sessions: an account someone else may have registered gets none.
+            ownership::require_verified(&user)?;
+            // The session was checked before the lock; proving the address meanwhile ended it.
+            if !sessions::is_live(conn, user.id, auth.session_id).await? {
+                return Err(sessions::ended());
+            }
             let active: i64 = api_keys::table
                 .filter(api_keys::user_id.eq(user.id))
                 .filter(api_keys::revoked_at.is_null())

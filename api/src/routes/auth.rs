@@ -12,10 +12,14 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    accounts::{User, UserView, consents, users},
+    accounts::{
+        User, UserView, consents,
+        ownership::{self, Proof},
+        users,
+    },
     analytics,
     auth::{
-        ClientInfo, SessionAuth, activity, cookie, new_device, password, rate_limit,
+        ClientInfo, SessionAuth, activity, cookie, lockout, new_device, password, rate_limit,
         sessions::{self, ClientKind, Issued},
         tokens,
     },
@@ -325,12 +329,17 @@ pub struct TokenRequest {
 }
 
 /// Confirm the email address with the token from the verification mail.
+///
+/// Following the link proves the mailbox. The first time, every session (the one that
+/// registered included) and every API key made before it end and the webhook secret is
+/// replaced, in case someone else registered the address first: sign in again afterwards.
+/// This request signs no one in.
 #[utoipa::path(
     tag = "auth",
     operation_id = "verifyEmail",
     request_body = TokenRequest,
     responses(
-        (status = 204, description = "Email verified"),
+        (status = 204, description = "Email verified; earlier sessions and API keys ended"),
         (status = 400, description = "`invalid_token`: unknown, used or expired", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
@@ -345,37 +354,33 @@ pub async fn verify_email(
     let mut conn = state.pool.get().await?;
     limit_ip(&mut conn, &state, "verify", &client).await?;
     let token = body.into_inner().token;
-    conn.transaction::<_, ApiError, _>(async |conn| {
-        let client = &client;
-        let user_id = consume_email_token(conn, &token, "verify_email")
-            .await?
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_token",
-                    "This verification link is invalid, used or expired; request a new one.",
+    let user_id = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let client = &client;
+            let user_id = consume_email_token(conn, &token, "verify_email")
+                .await?
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_token",
+                        "This verification link is invalid, used or expired; request a new one.",
+                    )
+                })?;
+            let proven = ownership::prove(conn, user_id, Proof::VerificationLink, client).await?;
+            if proven.newly_verified {
+                activity::record(
+                    conn,
+                    user_id,
+                    activity::ActivityKind::EmailVerified,
+                    client,
+                    serde_json::json!({}),
                 )
-            })?;
-        let changed = diesel::update(
-            users_t::table
-                .find(user_id)
-                .filter(users_t::email_verified_at.is_null()),
-        )
-        .set(users_t::email_verified_at.eq(diesel::dsl::now))
-        .execute(conn)
+                .await?;
+            }
+            Ok(user_id)
+        })
         .await?;
-        if changed > 0 {
-            activity::record(
-                conn,
-                user_id,
-                activity::ActivityKind::EmailVerified,
-                client,
-                serde_json::json!({}),
-            )
-            .await?;
-        }
-        Ok(())
-    })
-    .await?;
+    // Not signed in, so no write guard: the ended credentials are forgotten before the answer.
+    state.read_cache.invalidate(user_id);
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -475,16 +480,8 @@ pub async fn login(
     limit_ip(&mut conn, &state, "login", &client).await?;
     // Failures are counted per (account, address), and per account across addresses with a
     // far higher bar, so a victim elsewhere can still sign in.
-    let pair_key = format!("login_fail:{email}:{}", client.ip_key());
-    let account_key = format!("login_fail:{email}");
-    rate_limit::check(&mut conn, &pair_key, auth.max_failed_logins, auth.lockout).await?;
-    rate_limit::check(
-        &mut conn,
-        &account_key,
-        auth.max_failed_logins * 10,
-        auth.lockout,
-    )
-    .await?;
+    let attempts = lockout::PasswordAttempts::new(&email, &client);
+    attempts.check(&mut conn, auth).await?;
 
     let user = users::find_by_email(&mut conn, &email).await?;
     let ok = password::verify(
@@ -496,8 +493,7 @@ pub async fn login(
     let user = match user {
         Some(user) if ok && user.disabled_at.is_none() => user,
         other => {
-            let _ = rate_limit::hit(&mut conn, &pair_key, i32::MAX, auth.lockout).await;
-            let _ = rate_limit::hit(&mut conn, &account_key, i32::MAX, auth.lockout).await;
+            attempts.failed(&mut conn, auth).await;
             // Best effort: an account being erased may vanish between the lookup and this
             // insert, and a failed attempt must never turn into a 500.
             if let Some(user) = other.filter(|u| u.disabled_at.is_none()) {
@@ -516,7 +512,7 @@ pub async fn login(
             return Err(invalid_credentials());
         }
     };
-    rate_limit::clear(&mut conn, &pair_key).await?;
+    attempts.succeeded(&mut conn).await?;
     let issued = conn
         .transaction::<_, ApiError, _>(async |conn| {
             let (state, client, user_id) = (&state, &client, user.id);
@@ -766,13 +762,18 @@ pub struct ResetPasswordRequest {
     pub password: String,
 }
 
-/// Set a new password with the token from the reset mail; ends every session.
+/// Set a new password with the token from the reset mail.
+///
+/// The mail proves the address, so this is how an account is recovered: every session ends,
+/// every API key is revoked and the webhook secret is replaced (whoever only knew the old
+/// password loses what it opened), and the address counts as verified. Accounts without a
+/// password (Google/GitHub sign-in) set their first one this way.
 #[utoipa::path(
     tag = "auth",
     operation_id = "resetPassword",
     request_body = ResetPasswordRequest,
     responses(
-        (status = 204, description = "Password changed; every session was signed out"),
+        (status = 204, description = "Password set; every session and API key ended"),
         (status = 400, description = "`invalid_token`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: the password breaks a rule", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
@@ -816,15 +817,11 @@ pub async fn reset_password(
         let client = &client;
             consume_email_token(conn, &body.token, "reset_password").await?.filter(|id| *id == user.id).ok_or_else(invalid)?;
             diesel::update(users_t::table.find(user.id))
-                .set((
-                    users_t::password_hash.eq(&hash),
-                    // Receiving the mail proves the address.
-                    users_t::email_verified_at.eq(diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>>("coalesce(email_verified_at, now())")),
-                    users_t::updated_at.eq(diesel::dsl::now),
-                ))
+                .set((users_t::password_hash.eq(&hash), users_t::updated_at.eq(diesel::dsl::now)))
                 .execute(conn)
                 .await?;
-            sessions::revoke_all(conn, user.id, "password_reset", None).await?;
+            // Receiving the mail proves the address: what anyone made before ends.
+            ownership::prove(conn, user.id, Proof::PasswordReset, client).await?;
             let normalized = users::normalize_email(&user.email);
             diesel::sql_query("DELETE FROM rate_limits WHERE key = 'login_fail:' || $1 OR starts_with(key, 'login_fail:' || $1 || ':')")
                 .bind::<diesel::sql_types::Text, _>(&normalized)

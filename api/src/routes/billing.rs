@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    accounts::users,
+    accounts::{ownership, users},
     analytics,
     auth::{Auth, SessionAuth},
     billing::{self, CheckoutRequest, TransactionKind, catalog::Catalog},
@@ -77,6 +77,8 @@ fn check_return_url(state: &AppState, field: &str, raw: &str) -> Option<FieldErr
 }
 
 /// Open the provider's hosted checkout for a plan (subscription) or a credit pack.
+///
+/// Needs a verified email address (403 `email_unverified` before).
 #[utoipa::path(
     tag = "billing",
     operation_id = "createCheckout",
@@ -85,7 +87,7 @@ fn check_return_url(state: &AppState, field: &str, raw: &str) -> Option<FieldErr
     responses(
         (status = 200, description = "Send the user to `checkout_url`", body = CheckoutResponse),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "API keys cannot buy", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "API keys cannot buy; or `email_unverified`: the account's email address is not verified yet", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: unknown item, or return URLs off the allowed origins", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`provider_error`: the provider refused or failed", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`billing_not_configured`", body = Problem, content_type = "application/problem+json"),
@@ -112,6 +114,7 @@ pub async fn checkout(
     let mut conn = state.pool.get().await?;
     let user = users::find(&mut conn, auth.user_id).await?;
     drop(conn);
+    ownership::require_verified(&user)?;
     let checkout_url = provider
         .checkout(
             &state,

@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
+    accounts::{ownership, users},
     analytics,
     auth::{Auth, Credential},
     credits::{CreditError, ledger, low_balance},
@@ -334,6 +335,7 @@ fn check_webhook_url(state: &AppState, raw: &str) -> Option<FieldError> {
             headers(("Location" = String, description = "The generation"))),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`insufficient_credits`, or `daily_credit_limit_exceeded` for an API key; nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`email_unverified`: a `webhook_url` needs a verified email address", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: each invalid field named", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -351,12 +353,17 @@ pub async fn create(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    let mut conn = state.pool.get().await?;
+    if request.webhook_url.is_some() {
+        // Deliveries are signed with the account's webhook secret, which an account that may
+        // not be its address owner's does not get.
+        ownership::require_verified(&users::find(&mut conn, auth.user_id).await?)?;
+    }
     let cost = pricing::cost(
         parse_size(&request.size).ok().flatten(),
         &request.quality,
         request.n,
     );
-    let mut conn = state.pool.get().await?;
     let wanted: Vec<Uuid> = request
         .reference_image_ids
         .iter()

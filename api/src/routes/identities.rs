@@ -85,7 +85,7 @@ pub async fn list_identities(
 /// Unlink a Google or GitHub login.
 ///
 /// Refused while it is the account's only way to sign in (no password, no other login):
-/// set a password first.
+/// set a password first, with the link `POST /v1/auth/password/forgot` mails.
 #[utoipa::path(
     tag = "account",
     operation_id = "unlinkIdentity",
@@ -130,7 +130,7 @@ pub async fn unlink_identity(
             return Err(ApiError::conflict(
                 "last_sign_in_method",
                 format!(
-                    "{} is the only way to sign in to this account; set a password or link another login first.",
+                    "{} is the only way to sign in to this account; set a password (POST /v1/auth/password/forgot mails the link) or link another login first.",
                     provider.label()
                 ),
             ));

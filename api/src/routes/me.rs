@@ -13,6 +13,7 @@ use crate::{
     auth::{
         Auth, ClientInfo, SessionAuth,
         activity::{self, ActivityKind},
+        lockout::PasswordAttempts,
         password,
         sessions::{self, AuthMethod, ClientKind},
     },
@@ -145,7 +146,7 @@ pub async fn update_me(
     Ok(web::Json(UserView::load(&mut conn, &user).await?))
 }
 
-/// A new password, and the current one when the account has one.
+/// The current password and the new one.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
@@ -153,7 +154,8 @@ pub async fn update_me(
     "password": "a brand new horse battery"
 }))]
 pub struct ChangePasswordRequest {
-    /// Required when the account has a password; Google/GitHub-only accounts set their first one without it.
+    /// The account's current password. Accounts without one (Google/GitHub only) cannot use
+    /// this route: they set a first password through the mailed reset link.
     #[schema(max_length = 1024)]
     pub current_password: Option<String>,
     #[schema(
@@ -164,7 +166,23 @@ pub struct ChangePasswordRequest {
     pub password: String,
 }
 
+/// 403 with its own code, so a client knows to send the user through the mailed link.
+fn password_setup_requires_email() -> ApiError {
+    ApiError::Denied {
+        code: "password_setup_requires_email",
+        detail: "This account has no password yet; set one with the link mailed by POST /v1/auth/password/forgot.".into(),
+    }
+}
+
 /// Change the password; every other session is signed out.
+///
+/// Wrong current passwords count like failed sign-ins (same lockout: 429 with `Retry-After`),
+/// so a stolen access token does not make the password guessable.
+///
+/// An account without a password (created with Google/GitHub) cannot set its first one here:
+/// an access token alone would turn into a permanent way in. It gets 403
+/// `password_setup_requires_email`; the owner sets one through the mailed link instead
+/// (`POST /v1/auth/password/forgot`, then `POST /v1/auth/password/reset`).
 #[utoipa::path(
     tag = "account",
     operation_id = "changePassword",
@@ -173,8 +191,9 @@ pub struct ChangePasswordRequest {
     responses(
         (status = 204, description = "Changed"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "API keys cannot change passwords", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "API keys cannot change passwords; or `password_setup_requires_email`: the account has no password yet, set one with the mailed reset link", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: wrong current password, or the new one breaks a rule", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: too many wrong current passwords; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/me/password")]
@@ -185,19 +204,27 @@ pub async fn change_password(
     body: web::Json<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    let config = &state.config.auth;
     let mut conn = state.pool.get().await?;
     let user = users::find(&mut conn, auth.user_id).await?;
-    if let Some(stored) = user.password_hash.as_deref() {
-        let current = body.current_password.as_deref().unwrap_or("");
-        if current.is_empty()
-            || !password::verify(&state.config.auth, current, Some(stored)).await?
-        {
-            return Err(ApiError::validation(
-                "current_password",
-                "is not your current password",
-            ));
-        }
+    let stored = user
+        .password_hash
+        .as_deref()
+        .ok_or_else(password_setup_requires_email)?;
+    let attempts = PasswordAttempts::new(&user.email, &client);
+    attempts.check(&mut conn, config).await?;
+    let current = body.current_password.as_deref().unwrap_or("");
+    if current.is_empty()
+        || current.len() > 1024
+        || !password::verify(config, current, Some(stored)).await?
+    {
+        attempts.failed(&mut conn, config).await;
+        return Err(ApiError::validation(
+            "current_password",
+            "is not your current password",
+        ));
     }
+    attempts.succeeded(&mut conn).await?;
     let problems = password::problems(&body.password, &user.email, &user.name);
     if !problems.is_empty() {
         return Err(ApiError::Validation(

@@ -17,7 +17,11 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::{
-    accounts::{User, consents, users},
+    accounts::{
+        User, consents,
+        ownership::{self, Proof},
+        users,
+    },
     analytics,
     auth::{
         ClientInfo, activity, cookie, new_device,
@@ -256,7 +260,9 @@ enum Outcome {
 /// Redeems the code and reads the provider's profile. An account already linked to this
 /// login is signed in; otherwise a **verified** provider email links to the account with
 /// that email, or creates one (no password; email verified; analytics and marketing consent
-/// off). An unverified provider email never links or creates anything.
+/// off). An unverified provider email never links or creates anything. Linking into an
+/// account whose address was not verified removes its password and ends its sessions and API
+/// keys and replaces its webhook secret: whoever registered it never proved the address.
 ///
 /// The browser is redirected to `redirect_to` with `signed_in=1` and the refresh cookie,
 /// or with `error=` one of `access_denied` (the user declined), `provider_error` (the
@@ -522,22 +528,15 @@ async fn link(
     if user.email_verified_at.is_none() {
         // Whoever set the password never proved the address; the provider just did. An
         // account pre-registered by someone else ("pre-hijacking") must not keep their
-        // password or sessions, so both go and the address counts as verified.
+        // password, nor anything it opened (see `ownership`).
         if user.password_hash.is_some() {
             diesel::update(users_t::table.find(user.id))
                 .set(users_t::password_hash.eq(None::<String>))
                 .execute(conn)
                 .await?;
-            sessions::revoke_all(conn, user.id, "identity_linked", None).await?;
             details["password_removed"] = true.into();
         }
-        diesel::update(users_t::table.find(user.id))
-            .set((
-                users_t::email_verified_at.eq(diesel::dsl::now),
-                users_t::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await?;
+        ownership::prove(conn, user.id, Proof::ProviderSignIn, client).await?;
     }
     activity::record(
         conn,

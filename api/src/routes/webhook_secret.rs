@@ -4,7 +4,14 @@ use actix_web::{HttpResponse, get, http::header, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{auth::Auth, error::ApiError, error::Problem, generations::webhooks, state::AppState};
+use crate::{
+    accounts::{ownership, users},
+    auth::Auth,
+    error::ApiError,
+    error::Problem,
+    generations::webhooks,
+    state::AppState,
+};
 
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({ "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }))]
@@ -25,6 +32,9 @@ pub struct WebhookSecretView {
 /// `{id, status, cost_credits, error, images: [{id, width, height, format, bytes}]}`; fetch
 /// the generation for image links. Answer 2xx to acknowledge; 410 stops retries; anything
 /// else (or no answer within 10 s) is retried with backoff, up to 8 attempts.
+///
+/// Needs a verified email address (403 `email_unverified` before). Proving the address later
+/// (verification link, Google/GitHub sign-in, password reset) replaces the secret.
 #[utoipa::path(
     tag = "account",
     operation_id = "getWebhookSecret",
@@ -32,6 +42,7 @@ pub struct WebhookSecretView {
     responses(
         (status = 200, description = "The signing secret", body = WebhookSecretView),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`email_unverified`: the account's email address is not verified yet", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/me/webhook-secret")]
@@ -40,6 +51,7 @@ pub async fn get_webhook_secret(
     auth: Auth,
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.get().await?;
+    ownership::require_verified(&users::find(&mut conn, auth.user_id).await?)?;
     let secret = webhooks::secret_for(&mut conn, auth.user_id).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
