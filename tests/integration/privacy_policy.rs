@@ -879,9 +879,8 @@ async fn only_necessary_cookies_without_consent() {
     for Cookies { what, set, refresh } in &log {
         // The other strictly necessary cookie: it binds a Google/GitHub sign-in to the
         // browser that started it, lives ten minutes, and the callback clears it.
-        let (oauth_state, set): (Vec<&String>, Vec<&String>) = set
-            .iter()
-            .partition(|c| c.starts_with("gi2_oauth_state="));
+        let (oauth_state, set): (Vec<&String>, Vec<&String>) =
+            set.iter().partition(|c| c.starts_with("gi2_oauth_state="));
         for cookie in &oauth_state {
             assert_eq!(*what, "Google sign-in callback", "{cookie}");
             let attributes: Vec<&str> = cookie.split(';').map(str::trim).collect();

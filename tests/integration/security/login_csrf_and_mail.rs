@@ -410,7 +410,10 @@ async fn production_without_smtp_refuses_to_start_instead_of_logging_reset_token
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("GI2_ENV", "production")
-        .env("GI2_URL_SIGNING_KEY", "prod-url-signing-key-0123456789abcdef")
+        .env(
+            "GI2_URL_SIGNING_KEY",
+            "prod-url-signing-key-0123456789abcdef",
+        )
         .env("GI2_JWT_SECRET", "prod-jwt-secret-0123456789abcdef01234")
         // Nothing listens here: if the server gets past its configuration, it stops anyway.
         .env("GI2_DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
