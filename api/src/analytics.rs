@@ -17,7 +17,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::config::Secret;
+use crate::{config::Secret, storage::signing};
 
 /// Event names; operators aggregate by them.
 pub mod event {
@@ -27,16 +27,14 @@ pub mod event {
     pub const CHECKOUT_STARTED: &str = "checkout_started";
 }
 
-/// Separates this use of the key from URL signing, which shares it.
-const SUBJECT_DOMAIN: &[u8] = b"gi2-analytics-subject:v1:";
-
-/// HMAC-SHA256(key, user id) cut to a UUID: stable per user (distinct-user counts work) but
-/// not reversible without the key. Rotating the key starts new pseudonyms.
+/// HMAC-SHA256(the analytics key derived from `key`, user id) cut to a UUID: stable per user
+/// (distinct-user counts work) but not reversible without the key, and unrelated to any
+/// signature this API hands out. Rotating the key starts new pseudonyms.
 pub fn subject(key: &Secret, user_id: Uuid) -> Uuid {
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()) else {
+    let key = signing::derive(key, signing::Purpose::AnalyticsSubject);
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&key) else {
         unreachable!("HMAC takes keys of any length")
     };
-    mac.update(SUBJECT_DOMAIN);
     mac.update(user_id.as_bytes());
     let digest = mac.finalize().into_bytes();
     let mut bytes = [0u8; 16];

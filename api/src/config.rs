@@ -536,6 +536,14 @@ impl Config {
                 return Err(env.error("SMTP_URL", "scheme must be smtp or smtps"));
             }
         }
+        // Without it mail goes to the log, password-reset and verification links included:
+        // fine on a laptop, a leak of every account's keys on a server.
+        if !dev && smtp_url.is_none() {
+            return Err(env.error(
+                "SMTP_URL",
+                "required in production (mail would be written to the log, sign-in links included)",
+            ));
+        }
 
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -743,6 +751,19 @@ mod tests {
         assert_eq!(err.var, "GI2_BIND");
         let err = Config::from_vars(vars(&[("GI2_ENV", "production")])).unwrap_err();
         assert_eq!(err.var, "GI2_URL_SIGNING_KEY");
+        let secrets = [
+            ("GI2_ENV", "production"),
+            (
+                "GI2_URL_SIGNING_KEY",
+                "production-url-signing-key-0123456789",
+            ),
+            ("GI2_JWT_SECRET", "production-jwt-secret-0123456789abcdef"),
+        ];
+        let err = Config::from_vars(vars(&secrets)).unwrap_err();
+        assert_eq!(err.var, "GI2_SMTP_URL");
+        let mut with_smtp = secrets.to_vec();
+        with_smtp.push(("GI2_SMTP_URL", "smtp://mail.example.com:587"));
+        assert!(Config::from_vars(vars(&with_smtp)).is_ok());
         let err = Config::from_vars(vars(&[("GI2_WORKER_CONCURRENCY", "0")])).unwrap_err();
         assert!(
             err.to_string()

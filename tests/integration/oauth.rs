@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use gptimage2_tests::{
     AppOptions, TestApp,
-    oauth_fake::{FakeProvider, FakeUser},
+    oauth_fake::{FakeProvider, FakeUser, state_cookie},
     spawn_app_with,
     users::{PASSWORD, refresh_cookie, refresh_set_cookie},
 };
@@ -47,11 +47,32 @@ fn query_of(url: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// Starts a sign-in and lets the fake provider authorize it: the API's callback URL.
-async fn authorized_callback(app: &TestApp, fake: &FakeProvider, redirect_to: &str) -> String {
+/// Where the provider sends the browser back, and the `gi2_oauth_state` cookie `authorize`
+/// set in that browser: the callback finishes only the sign-in its browser started.
+struct Callback {
+    url: String,
+    cookie: String,
+}
+
+/// Starts a sign-in and lets the fake provider authorize it: the API's callback.
+async fn authorized_callback(app: &TestApp, fake: &FakeProvider, redirect_to: &str) -> Callback {
     let res = start(app, fake.kind.as_str(), Some(redirect_to)).await;
     assert_eq!(res.status(), StatusCode::FOUND, "authorize");
-    fake.authorize(&location(&res)).await
+    let cookie = state_cookie(&res).expect("authorize sets the gi2_oauth_state cookie");
+    Callback {
+        url: fake.authorize(&location(&res)).await,
+        cookie,
+    }
+}
+
+/// The browser that started the sign-in arrives at the callback, with its cookie.
+async fn finish(app: &TestApp, callback: &Callback) -> Response {
+    app.client
+        .get(&callback.url)
+        .header("cookie", &callback.cookie)
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn get(app: &TestApp, url: &str) -> Response {
@@ -61,7 +82,7 @@ async fn get(app: &TestApp, url: &str) -> Response {
 /// A whole sign-in: the API's final response (a redirect to the SPA).
 pub(crate) async fn sign_in(app: &TestApp, fake: &FakeProvider) -> Response {
     let callback = authorized_callback(app, fake, &format!("{SPA}/welcome")).await;
-    get(app, &callback).await
+    finish(app, &callback).await
 }
 
 /// What the SPA does on landing: trade the cookie for an access token.
@@ -131,8 +152,11 @@ async fn google_sign_in_creates_a_verified_account_without_password() {
         "pending, stored hashed"
     );
 
-    let callback = google.authorize(&to_provider).await;
-    let landing = get(&app, &callback).await;
+    let callback = Callback {
+        cookie: state_cookie(&res).expect("the state cookie is set"),
+        url: google.authorize(&to_provider).await,
+    };
+    let landing = finish(&app, &callback).await;
     assert_eq!(landing.status(), StatusCode::FOUND);
     assert_eq!(
         location(&landing),
@@ -365,9 +389,9 @@ async fn state_is_single_use_and_must_be_known() {
 
     // The real callback works once; replayed, it is refused.
     let callback = authorized_callback(&app, &google, SPA).await;
-    let landing = get(&app, &callback).await;
+    let landing = finish(&app, &callback).await;
     assert_eq!(location(&landing), format!("{SPA}/?signed_in=1"));
-    let (status, body) = problem(get(&app, &callback).await).await;
+    let (status, body) = problem(finish(&app, &callback).await).await;
     assert_problem(
         status,
         &body,
@@ -386,7 +410,7 @@ async fn state_is_single_use_and_must_be_known() {
         )
         .await
         .unwrap();
-    let (status, body) = problem(get(&app, &callback).await).await;
+    let (status, body) = problem(finish(&app, &callback).await).await;
     assert_problem(
         status,
         &body,
@@ -396,14 +420,11 @@ async fn state_is_single_use_and_must_be_known() {
 
     // A Google state is no good at GitHub's callback.
     let callback = authorized_callback(&app, &google, SPA).await;
-    let (status, body) = problem(
-        get(
-            &app,
-            &callback.replace("/google/callback", "/github/callback"),
-        )
-        .await,
-    )
-    .await;
+    let at_github = Callback {
+        url: callback.url.replace("/google/callback", "/github/callback"),
+        cookie: callback.cookie,
+    };
+    let (status, body) = problem(finish(&app, &at_github).await).await;
     assert_problem(
         status,
         &body,
@@ -419,14 +440,18 @@ async fn pkce_mismatch_fails_at_the_provider_and_creates_no_session() {
     let app = app_with(&[&google], &[]).await;
     // Two sign-ins; an attacker splices the code of one into the other's callback, so the
     // API redeems code A with verifier B.
-    let a = query_of(&authorized_callback(&app, &google, SPA).await);
-    let b = query_of(&authorized_callback(&app, &google, SPA).await);
-    let spliced = Url::parse_with_params(
-        &app.url("/v1/auth/oauth/google/callback"),
-        &[("code", &a["code"]), ("state", &b["state"])],
-    )
-    .unwrap();
-    let landing = get(&app, spliced.as_str()).await;
+    let a = query_of(&authorized_callback(&app, &google, SPA).await.url);
+    let b = authorized_callback(&app, &google, SPA).await;
+    let spliced = Callback {
+        url: Url::parse_with_params(
+            &app.url("/v1/auth/oauth/google/callback"),
+            &[("code", &a["code"]), ("state", &query_of(&b.url)["state"])],
+        )
+        .unwrap()
+        .into(),
+        cookie: b.cookie,
+    };
+    let landing = finish(&app, &spliced).await;
     assert_eq!(landing.status(), StatusCode::FOUND);
     assert_eq!(location(&landing), format!("{SPA}/?error=provider_error"));
     assert!(refresh_cookie(&landing).is_none());
@@ -444,7 +469,11 @@ async fn declines_and_provider_failures_return_to_the_spa_with_an_error() {
     let github = FakeProvider::github(FakeUser::new("decline@example.com")).await;
     let app = app_with(&[&github], &[]).await;
     let res = start(&app, "github", Some(SPA)).await;
-    let landing = get(&app, &github.deny(&location(&res))).await;
+    let declined = Callback {
+        cookie: state_cookie(&res).unwrap(),
+        url: github.deny(&location(&res)),
+    };
+    let landing = finish(&app, &declined).await;
     assert_eq!(landing.status(), StatusCode::FOUND);
     assert_eq!(location(&landing), format!("{SPA}/?error=access_denied"));
 

@@ -877,6 +877,27 @@ async fn only_necessary_cookies_without_consent() {
     log.push(cookies_of("logout (clears it)", &res, true));
 
     for Cookies { what, set, refresh } in &log {
+        // The other strictly necessary cookie: it binds a Google/GitHub sign-in to the
+        // browser that started it, lives ten minutes, and the callback clears it.
+        let (oauth_state, set): (Vec<&String>, Vec<&String>) =
+            set.iter().partition(|c| c.starts_with("gi2_oauth_state="));
+        for cookie in &oauth_state {
+            assert_eq!(*what, "Google sign-in callback", "{cookie}");
+            let attributes: Vec<&str> = cookie.split(';').map(str::trim).collect();
+            for needed in [
+                "gi2_oauth_state=",
+                "HttpOnly",
+                "Secure",
+                "SameSite=Lax",
+                "Path=/v1/auth/oauth/google/callback",
+                "Max-Age=0",
+            ] {
+                assert!(
+                    attributes.contains(&needed),
+                    "{what}: {needed} missing in {cookie}"
+                );
+            }
+        }
         let expected = usize::from(*refresh);
         assert_eq!(set.len(), expected, "{what}: {set:?}");
         for cookie in set {

@@ -31,7 +31,12 @@ async fn s3_backend_meets_the_contract() {
 
     // The API's own download route is for the local store only.
     let expires = chrono::Utc::now().timestamp() + 60;
-    let sig = signing::sign(&app.state.config.url_signing_key, "share/pic.png", expires);
+    let sig = signing::sign(
+        &app.state.config.url_signing_key,
+        signing::Purpose::DownloadUrl,
+        "share/pic.png",
+        expires,
+    );
     let res = app
         .get(&format!(
             "/files/share/pic.png?expires={expires}&signature={sig}"
@@ -482,7 +487,12 @@ async fn local_download_route(app: &TestApp) {
 
     // Failures are problem+json.
     let expires = chrono::Utc::now().timestamp() + 60;
-    let good = signing::sign(&app.state.config.url_signing_key, "share/pic.png", expires);
+    let good = signing::sign(
+        &app.state.config.url_signing_key,
+        signing::Purpose::DownloadUrl,
+        "share/pic.png",
+        expires,
+    );
     let bad = format!(
         "{}{}",
         &good[..good.len() - 1],
@@ -521,7 +531,12 @@ async fn local_download_route(app: &TestApp) {
 
     // An expired link says so.
     let past = chrono::Utc::now().timestamp() - 1;
-    let sig = signing::sign(&app.state.config.url_signing_key, "share/pic.png", past);
+    let sig = signing::sign(
+        &app.state.config.url_signing_key,
+        signing::Purpose::DownloadUrl,
+        "share/pic.png",
+        past,
+    );
     let res = app
         .get(&format!(
             "/files/share/pic.png?expires={past}&signature={sig}"

@@ -77,6 +77,12 @@ pub(crate) async fn delivered(app: &TestApp, to: &str, subject: &str) -> Vec<Rec
 async fn a_support_request_is_stored_mailed_to_support_and_copied_to_the_user() {
     let app = app().await;
     let user = app.register_user().await;
+    // Copies go only to a verified address (else anyone could mail text to anyone).
+    let token = app.mailed_token(&user.email, "/verify-email").await;
+    let res = app
+        .post_json("/v1/auth/verify-email", &json!({ "token": token }))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let message = "My generation failed.\n\tIt still used 4 credits.";
     let res = send(
         &app,
@@ -353,7 +359,7 @@ async fn the_policy_notice_reaches_every_user_once_per_version() {
 
 #[tokio::test]
 async fn an_oauth_sign_in_from_a_new_device_is_mailed_but_the_sign_up_is_not() {
-    use gptimage2_tests::oauth_fake::{FakeProvider, FakeUser};
+    use gptimage2_tests::oauth_fake::{FakeProvider, FakeUser, state_cookie};
 
     let google = FakeProvider::google(FakeUser::new("lin@example.com")).await;
     let app = spawn_app_with(AppOptions {
@@ -373,10 +379,12 @@ async fn an_oauth_sign_in_from_a_new_device_is_mailed_but_the_sign_up_is_not() {
             let res = app.client.get(start).send().await.unwrap();
             assert_eq!(res.status(), StatusCode::FOUND);
             let location = res.headers()["location"].to_str().unwrap().to_string();
+            let cookie = state_cookie(&res).expect("authorize sets the state cookie");
             let callback = google.authorize(&location).await;
             let res = app
                 .client
                 .get(callback)
+                .header("cookie", cookie)
                 .header("User-Agent", agent)
                 .send()
                 .await

@@ -440,3 +440,21 @@ impl Respond for ProfileEndpoint {
         }
     }
 }
+
+/// The `gi2_oauth_state` cookie that `authorize` set, as the browser sends it back on the
+/// callback (`name=value`, for a `Cookie` header); `None` when it set none.
+pub fn state_cookie(authorize: &reqwest::Response) -> Option<String> {
+    state_set_cookie(authorize)
+        .and_then(|c| c.split(';').next().map(str::to_owned))
+        .filter(|pair| pair.len() > "gi2_oauth_state=".len())
+}
+
+/// The raw `Set-Cookie` header for `gi2_oauth_state`.
+pub fn state_set_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("gi2_oauth_state="))
+        .map(str::to_owned)
+}

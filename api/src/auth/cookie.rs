@@ -1,5 +1,7 @@
-//! The refresh-token cookie: the one strictly necessary cookie. HttpOnly, SameSite=Strict,
-//! sent only to the auth routes; cookie-authenticated calls must come from an allowed Origin.
+//! The API's cookies, both strictly necessary: the refresh token (HttpOnly, SameSite=Strict,
+//! sent only to the auth routes; cookie-authenticated calls must come from an allowed Origin),
+//! and, for the ten minutes of a Google or GitHub sign-in, the [`oauth_state`] cookie that
+//! binds the sign-in to the browser that started it.
 
 use actix_web::{
     HttpRequest,
@@ -51,5 +53,55 @@ pub fn require_allowed_origin(req: &HttpRequest, config: &Config) -> Result<(), 
         None => Err(ApiError::Forbidden(
             "Cookie-authenticated requests must send an Origin header.".into(),
         )),
+    }
+}
+
+/// `gi2_oauth_state`: a random nonce set by `authorize` whose hash is stored with the
+/// sign-in's `state`. The callback finishes only the sign-in this browser started, so a
+/// callback URL completed by someone else (login CSRF) signs nobody in. SameSite=Lax, because
+/// the provider's redirect back is a cross-site top-level navigation; sent only to the
+/// provider's callback path, and gone when the state expires.
+pub mod oauth_state {
+    use actix_web::{
+        HttpRequest,
+        cookie::{Cookie, SameSite, time::Duration as CookieDuration},
+    };
+
+    use crate::{auth::oauth::Provider, config::Config};
+
+    pub const NAME: &str = "gi2_oauth_state";
+
+    pub fn path(provider: Provider) -> String {
+        format!("/v1/auth/oauth/{}/callback", provider.as_str())
+    }
+
+    pub fn issue(
+        config: &Config,
+        provider: Provider,
+        nonce: &str,
+        max_age: std::time::Duration,
+    ) -> Cookie<'static> {
+        Cookie::build(NAME, nonce.to_owned())
+            .http_only(true)
+            .secure(config.auth.cookie_secure)
+            .same_site(SameSite::Lax)
+            .path(path(provider))
+            .max_age(CookieDuration::seconds(
+                i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+            ))
+            .finish()
+    }
+
+    /// An expired cookie: the nonce is good for one callback.
+    pub fn clear(config: &Config, provider: Provider) -> Cookie<'static> {
+        let mut cookie = issue(config, provider, "", std::time::Duration::ZERO);
+        cookie.make_removal();
+        cookie
+    }
+
+    pub fn read(req: &HttpRequest) -> Option<String> {
+        req.cookie(NAME)
+            .map(|c| c.value().to_owned())
+            .filter(|v| !v.is_empty())
     }
 }

@@ -78,6 +78,19 @@ pub fn pkce_challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
+/// Whether the browser's `gi2_oauth_state` cookie is the nonce whose hash was stored with the
+/// sign-in's state; compared in constant time.
+pub fn browser_nonce_matches(cookie: Option<&str>, stored_hash: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    cookie.is_some_and(|nonce| {
+        bool::from(
+            super::tokens::hash_token(nonce)
+                .as_slice()
+                .ct_eq(stored_hash),
+        )
+    })
+}
+
 /// Where the provider sends the browser back to: this API's callback route. Must be
 /// registered with the provider exactly as built here.
 pub fn callback_url(public_url: &Url, provider: Provider) -> String {
@@ -323,6 +336,16 @@ mod tests {
         );
         let verifier = pkce_verifier();
         assert!(verifier.len() >= 43 && verifier.len() <= 128);
+    }
+
+    #[test]
+    fn only_the_initiating_browsers_nonce_matches() {
+        let stored = super::super::tokens::hash_token("nonce-a");
+        assert!(browser_nonce_matches(Some("nonce-a"), &stored));
+        assert!(!browser_nonce_matches(Some("nonce-b"), &stored));
+        assert!(!browser_nonce_matches(Some(""), &stored));
+        assert!(!browser_nonce_matches(None, &stored));
+        assert!(!browser_nonce_matches(Some("nonce-a"), &[]));
     }
 
     #[test]

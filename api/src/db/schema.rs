@@ -147,6 +147,7 @@ diesel::table! {
         redirect_to -> Text,
         created_at -> Timestamptz,
         expires_at -> Timestamptz,
+        browser_nonce_hash -> Bytea,
     }
 }
 

@@ -1,4 +1,4 @@
-//! Where mail goes: SMTP (lettre), or, as the embedded default, the log.
+//! Where mail goes: SMTP (lettre), or, as the development default, the log.
 
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
@@ -72,7 +72,9 @@ impl Mailer for SmtpMailer {
     }
 }
 
-/// The embedded default: writes each mail to the log instead of sending it.
+/// The embedded default (development only): writes each mail to the log instead of sending
+/// it. One record per mail, every part of it a field quoted and escaped (`Debug`): a mail's
+/// text is partly the user's, and written raw its line breaks would forge log lines.
 pub struct LogMailer;
 
 #[async_trait::async_trait]
@@ -80,10 +82,10 @@ impl Mailer for LogMailer {
     async fn send(&self, mail: &OutboxMail) -> anyhow::Result<()> {
         tracing::info!(
             mail_id = %mail.id,
-            to = %mail.to_address,
-            template = %mail.template,
-            subject = %mail.subject,
-            body = %mail.text_body,
+            to = ?mail.to_address,
+            template = ?mail.template,
+            subject = ?mail.subject,
+            body = ?mail.text_body,
             "mail (outbox log; set GI2_SMTP_URL to send)"
         );
         Ok(())

@@ -1,6 +1,7 @@
 //! One-click unsubscribe (RFC 8058) from mails that are not strictly necessary. The link
-//! carries the user and the list, signed with `GI2_URL_SIGNING_KEY`; it does not expire,
-//! because an old notice must still be able to stop the next one.
+//! carries the user and the list, signed with the unsubscribe key derived from
+//! `GI2_URL_SIGNING_KEY`; it does not expire, because an old notice must still be able to stop
+//! the next one (so links signed before keys were derived per purpose still verify).
 
 use uuid::Uuid;
 
@@ -18,7 +19,12 @@ fn message(user_id: Uuid, list: &str) -> String {
 
 /// `{user_id}.{list}.{signature}`
 pub fn token(config: &Config, user_id: Uuid, list: &str) -> String {
-    let signature = signing::sign(&config.url_signing_key, &message(user_id, list), NO_EXPIRY);
+    let signature = signing::sign(
+        &config.url_signing_key,
+        signing::Purpose::Unsubscribe,
+        &message(user_id, list),
+        NO_EXPIRY,
+    );
     format!("{user_id}.{list}.{signature}")
 }
 
@@ -42,12 +48,15 @@ pub fn verify(config: &Config, token: &str) -> Option<(Uuid, &'static str)> {
         _ => return None,
     };
     let signature = parts.next()?;
-    signing::verify(
-        &config.url_signing_key,
-        &message(user_id, list),
+    let message = message(user_id, list);
+    let key = &config.url_signing_key;
+    (signing::verify(
+        key,
+        signing::Purpose::Unsubscribe,
+        &message,
         NO_EXPIRY,
         signature,
         0,
-    )
+    ) || signing::verify_undivided(key, &message, NO_EXPIRY, signature, 0))
     .then_some((user_id, list))
 }

@@ -60,7 +60,14 @@ pub async fn download(
             "This download link is incomplete: it needs `expires` and `signature`.".into(),
         ));
     };
-    if !signing::verify(&state.config.url_signing_key, &key, expires, signature, now) {
+    if !signing::verify(
+        &state.config.url_signing_key,
+        signing::Purpose::DownloadUrl,
+        &key,
+        expires,
+        signature,
+        now,
+    ) {
         return Err(ApiError::Forbidden(if now > expires {
             "This download link has expired; request a new one.".into()
         } else {

@@ -6,8 +6,14 @@
 //! SPA then calls `POST /v1/auth/refresh` for an access token. Once the SPA's address is
 //! known (a valid state), every failure is a redirect back to it with `?error=<code>`:
 //! the browser is mid-navigation and a JSON error page would strand the user.
+//!
+//! `state` alone proves only that *some* browser started the sign-in. `authorize` also sets
+//! the `gi2_oauth_state` cookie (see [`cookie::oauth_state`]) and stores its nonce's hash
+//! with the state; a callback from a browser without that cookie (a callback URL the
+//! attacker completed with their own provider account and handed to a victim: login CSRF)
+//! signs nobody in.
 
-use actix_web::{HttpResponse, ResponseError, get, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, get, http::header, web};
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -165,7 +171,10 @@ fn found(location: &str) -> actix_web::HttpResponseBuilder {
     ),
     responses(
         (status = 302, description = "To the provider's sign-in page, with `state` and a PKCE `code_challenge` (S256)",
-            headers(("Location" = String, description = "The provider's authorization URL"))),
+            headers(
+                ("Location" = String, description = "The provider's authorization URL"),
+                ("Set-Cookie" = String, description = "The `gi2_oauth_state` HttpOnly, SameSite=Lax cookie (Path: the provider's callback, 10 minutes) binding the sign-in to this browser"),
+            )),
         (status = 404, description = "`provider_not_configured`, or `not_found` for an unknown provider", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: `redirect_to` is missing or not on the web app's origin", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
@@ -192,6 +201,7 @@ pub async fn authorize(
     )
     .await?;
     let oauth_state = tokens::random_token("");
+    let browser_nonce = tokens::random_token("");
     let verifier = oauth::pkce_verifier();
     // Abandoned sign-ins are swept here: the table only ever holds ten minutes of them.
     diesel::delete(oauth_states::table.filter(oauth_states::expires_at.lt(diesel::dsl::now)))
@@ -204,6 +214,7 @@ pub async fn authorize(
             oauth_states::pkce_verifier.eq(&verifier),
             oauth_states::redirect_to.eq(redirect_to.as_str()),
             oauth_states::expires_at.eq(Utc::now() + oauth::STATE_TTL),
+            oauth_states::browser_nonce_hash.eq(tokens::hash_token(&browser_nonce)),
         ))
         .execute(&mut conn)
         .await?;
@@ -214,7 +225,14 @@ pub async fn authorize(
         &oauth_state,
         &oauth::pkce_challenge(&verifier),
     );
-    Ok(found(location.as_str()).finish())
+    Ok(found(location.as_str())
+        .cookie(cookie::oauth_state::issue(
+            &state.config,
+            provider,
+            &browser_nonce,
+            oauth::STATE_TTL,
+        ))
+        .finish())
 }
 
 #[derive(Queryable)]
@@ -222,6 +240,7 @@ struct Pending {
     provider: String,
     pkce_verifier: String,
     redirect_to: String,
+    browser_nonce_hash: Vec<u8>,
 }
 
 /// Takes the pending sign-in for `state` out of the table: it works once, and not late.
@@ -235,6 +254,7 @@ async fn consume_state(conn: &mut AsyncPgConnection, state: &str) -> QueryResult
         oauth_states::provider,
         oauth_states::pkce_verifier,
         oauth_states::redirect_to,
+        oauth_states::browser_nonce_hash,
     ))
     .get_result(conn)
     .await
@@ -248,6 +268,7 @@ mod refusal {
     pub const EMAIL_NOT_VERIFIED: &str = "email_not_verified";
     pub const ACCOUNT_DISABLED: &str = "account_disabled";
     pub const IDENTITY_CONFLICT: &str = "identity_conflict";
+    pub const STATE_MISMATCH: &str = "oauth_state_mismatch";
 }
 
 enum Outcome {
@@ -267,7 +288,9 @@ enum Outcome {
 /// The browser is redirected to `redirect_to` with `signed_in=1` and the refresh cookie,
 /// or with `error=` one of `access_denied` (the user declined), `provider_error` (the
 /// provider failed or refused the code), `email_not_verified`, `account_disabled`,
-/// `identity_conflict` (the account is linked to another login of this provider).
+/// `identity_conflict` (the account is linked to another login of this provider),
+/// `oauth_state_mismatch` (this browser did not start this sign-in: its `gi2_oauth_state`
+/// cookie is missing or belongs to another sign-in). Every redirect clears that cookie.
 #[utoipa::path(
     tag = "oauth",
     operation_id = "oauthCallback",
@@ -279,7 +302,7 @@ enum Outcome {
         (status = 302, description = "To `redirect_to`: with `signed_in=1` and the `gi2_refresh` cookie, or with `error=<code>`",
             headers(
                 ("Location" = String, description = "The web app's `redirect_to` URL with `signed_in=1` or `error=<code>`"),
-                ("Set-Cookie" = String, description = "On success, the `gi2_refresh` HttpOnly cookie"),
+                ("Set-Cookie" = String, description = "On success, the `gi2_refresh` HttpOnly cookie; always, the expired `gi2_oauth_state` cookie"),
             )),
         (status = 400, description = "`invalid_oauth_state`: unknown, used or expired `state`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`provider_not_configured`, or `not_found` for an unknown provider", body = Problem, content_type = "application/problem+json"),
@@ -289,6 +312,7 @@ enum Outcome {
 )]
 #[get("/v1/auth/oauth/{provider}/callback")]
 pub async fn callback(
+    req: HttpRequest,
     state: web::Data<AppState>,
     client: ClientInfo,
     provider: web::Path<String>,
@@ -333,7 +357,23 @@ pub async fn callback(
     // Stored only after validation; the SPA's own address is the fallback if that ever fails.
     let back =
         Url::parse(&pending.redirect_to).unwrap_or_else(|_| state.config.auth.spa_url.clone());
-    let refuse = |reason: &str| Ok(found(&with_param(back.clone(), "error", reason)).finish());
+    let clear_cookie = || cookie::oauth_state::clear(&state.config, provider);
+    let refuse = |reason: &str| {
+        Ok(found(&with_param(back.clone(), "error", reason))
+            .cookie(clear_cookie())
+            .finish())
+    };
+    // The state is used up either way: a callback URL handed to another browser is dead.
+    if !oauth::browser_nonce_matches(
+        cookie::oauth_state::read(&req).as_deref(),
+        &pending.browser_nonce_hash,
+    ) {
+        tracing::info!(
+            provider = provider.as_str(),
+            "OAuth callback from a browser that did not start the sign-in"
+        );
+        return refuse(refusal::STATE_MISMATCH);
+    }
 
     let Some(code) = code else {
         let error = query.error.unwrap_or_default();
@@ -408,6 +448,7 @@ pub async fn callback(
                     &issued.refresh_token,
                     issued.refresh_expires_at - Utc::now(),
                 ))
+                .cookie(clear_cookie())
                 .finish())
         }
     }

@@ -1,6 +1,7 @@
 //! `/v1/support/requests`: write to support. Each request is stored (so the user can see
 //! what they sent, and it is part of their data export), mailed to the support address, and
-//! a copy is mailed to the user.
+//! a copy is mailed to the user when their address is verified: the text is the caller's, so
+//! a copy to an unproven address would let anyone mail anything to anyone.
 
 use std::time::Duration;
 
@@ -96,7 +97,8 @@ fn check_text<'a>(
     Ok(value)
 }
 
-/// Write to support; the request is mailed to the support team and a copy to you.
+/// Write to support; the request is mailed to the support team and, once your email address
+/// is verified, a copy to you.
 #[utoipa::path(
     tag = "support",
     operation_id = "createSupportRequest",
@@ -171,7 +173,9 @@ pub async fn create_support_request(
                 to_support,
             )
             .await?;
-            mail::queue(conn, &user.email, "support_copy", context).await?;
+            if user.email_verified_at.is_some() {
+                mail::queue(conn, &user.email, "support_copy", context).await?;
+            }
             Ok(view)
         })
         .await?;

@@ -297,7 +297,12 @@ impl ObjectStore for LocalStore {
         let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2)
             + i64::from(ttl.subsec_nanos() > 0);
         let expires = now.saturating_add(ttl_secs);
-        let signature = signing::sign(&self.signing_key, key, expires);
+        let signature = signing::sign(
+            &self.signing_key,
+            signing::Purpose::DownloadUrl,
+            key,
+            expires,
+        );
         let base = self.public_url.as_str().trim_end_matches('/');
         // Keys are `[A-Za-z0-9._-/]` only, so they need no escaping.
         let url = format!("{base}/files/{key}?expires={expires}&signature={signature}");
