@@ -95,9 +95,9 @@ fn sse(kind: &str, data: Value) -> String {
 }
 
 fn b64_png(index: u32) -> String {
-    base64::engine::general_purpose::STANDARD.encode(
-        gptimage2_tests::openai_fake::encode_image(64, 64, "png", index),
-    )
+    base64::engine::general_purpose::STANDARD.encode(gptimage2_tests::openai_fake::encode_image(
+        64, 64, "png", index,
+    ))
 }
 
 async fn answer(mut socket: TcpStream, count: Arc<AtomicUsize>, mut stage: watch::Receiver<Stage>) {
@@ -515,7 +515,12 @@ impl Served {
             .unwrap_or_else(|| panic!("no {field} in {status}"))
     }
 
-    async fn upload(&self, client: &reqwest::Client, token: &str, png: Vec<u8>) -> reqwest::Response {
+    async fn upload(
+        &self,
+        client: &reqwest::Client,
+        token: &str,
+        png: Vec<u8>,
+    ) -> reqwest::Response {
         let part = reqwest::multipart::Part::bytes(png).file_name("image.png");
         client
             .post(format!("{}/v1/reference-images", self.base))
@@ -647,7 +652,10 @@ async fn partial_images_of_a_canceled_generation_stay_in_the_bucket() {
     model.set(Stage::Complete);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(objects(&app, &user, &id).await.is_empty());
-    assert_eq!(status_of(&app, &user.access_token, &id).await["status"], "canceled");
+    assert_eq!(
+        status_of(&app, &user.access_token, &id).await["status"],
+        "canceled"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -655,10 +663,14 @@ async fn partial_images_of_a_failed_generation_stay_in_the_bucket() {
     let model = HeldModel::start().await;
     let (app, user, id) = generation_with_partials(&model).await;
     model.set(Stage::Fail);
-    let failed = eventually("the generation to fail", Duration::from_secs(15), || async {
-        let g = status_of(&app, &user.access_token, &id).await;
-        (g["status"] == "failed").then_some(g)
-    })
+    let failed = eventually(
+        "the generation to fail",
+        Duration::from_secs(15),
+        || async {
+            let g = status_of(&app, &user.access_token, &id).await;
+            (g["status"] == "failed").then_some(g)
+        },
+    )
     .await;
     assert_eq!(failed["error"]["code"], "content_policy_violation");
     assert_nothing_left(&app, &user, &id).await;
@@ -669,11 +681,11 @@ async fn partial_images_of_a_failed_generation_stay_in_the_bucket() {
 /// IPv6 literals that reach 127.0.0.1 (or might, through a translator or tunnel).
 fn embedding_loopback(port: u16) -> Vec<String> {
     [
-        "::127.0.0.1",                        // IPv4-compatible
-        "::ffff:127.0.0.1",                   // IPv4-mapped
-        "64:ff9b::127.0.0.1",                 // NAT64, well-known prefix
-        "64:ff9b:1::7f00:1",                  // NAT64, local-use prefix
-        "2002:7f00:1::1",                     // 6to4 of 127.0.0.1
+        "::127.0.0.1",                          // IPv4-compatible
+        "::ffff:127.0.0.1",                     // IPv4-mapped
+        "64:ff9b::127.0.0.1",                   // NAT64, well-known prefix
+        "64:ff9b:1::7f00:1",                    // NAT64, local-use prefix
+        "2002:7f00:1::1",                       // 6to4 of 127.0.0.1
         "2001:0:4136:e378:8000:63bf:80ff:fffe", // Teredo, client 127.0.0.1
     ]
     .iter()
