@@ -94,6 +94,10 @@ pub fn job_registry(state: &AppState) -> anyhow::Result<jobs::Registry> {
             provider: image_provider(&state.config)?,
             deadline: state.config.generation.deadline,
         })
+        .with(crate::generations::purge::PurgeGenerationHandler {
+            pool: state.pool.clone(),
+            store: state.store.clone(),
+        })
         .with(crate::retention::RetentionSweepHandler {
             pool: state.pool.clone(),
             retention: state.config.retention.clone(),

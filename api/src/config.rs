@@ -214,6 +214,20 @@ pub struct UploadConfig {
     /// Largest accepted width × height, checked from the header before decoding
     /// (the decompression-bomb bound).
     pub max_image_pixels: u64,
+    /// Largest accepted decoded size (width × height × bytes per pixel), checked from the
+    /// header before decoding: 64 MiB by default, a 4096×4096 RGBA image or a 3840×2160
+    /// 16-bit RGBA one. One decode holds at most this plus its re-encoded copy, and at most
+    /// one decode per core runs at once.
+    pub max_decoded_bytes: u64,
+}
+
+impl UploadConfig {
+    pub fn decode_limits(&self) -> crate::generations::reference_images::DecodeLimits {
+        crate::generations::reference_images::DecodeLimits {
+            max_pixels: self.max_image_pixels,
+            max_decoded_bytes: self.max_decoded_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -509,6 +523,7 @@ impl Config {
         let upload = UploadConfig {
             max_bytes: env.parse_min("MAX_UPLOAD_BYTES", "20971520", 1024)?,
             max_image_pixels: env.parse_min("MAX_IMAGE_PIXELS", "40000000", 1)?,
+            max_decoded_bytes: env.parse_min("MAX_IMAGE_DECODED_BYTES", "67108864", 1_048_576)?,
         };
 
         let webhooks = WebhookConfig {

@@ -333,6 +333,21 @@ fn connection_terminated(message: &str) -> bool {
     message.starts_with("terminating connection") || message.starts_with("the database system is")
 }
 
+impl From<crate::generations::reference_images::ImageCheckError> for ApiError {
+    fn from(err: crate::generations::reference_images::ImageCheckError) -> Self {
+        use crate::generations::reference_images::ImageCheckError as E;
+        match err {
+            E::Empty | E::Corrupt(_) => Self::validation("file", err.to_string()),
+            E::Unsupported => Self::UnsupportedMediaType(err.to_string()),
+            E::TooLarge(detail) => Self::Unprocessable {
+                code: "image_too_large",
+                detail,
+            },
+            E::Internal(e) => Self::Internal(e),
+        }
+    }
+}
+
 impl From<crate::db::PoolError> for ApiError {
     fn from(err: crate::db::PoolError) -> Self {
         tracing::warn!(request_id = request_id::current().as_deref(), error = %err, "database unavailable");

@@ -50,7 +50,7 @@ pub struct SessionAuth {
     pub session_id: Uuid,
 }
 
-fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
+pub(super) fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     let value = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {
         ApiError::unauthorized(
             "unauthorized",
@@ -73,7 +73,7 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     }
 }
 
-async fn authenticate(
+pub(super) async fn authenticate(
     state: &AppState,
     token: String,
     client: ClientInfo,

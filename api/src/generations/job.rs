@@ -43,10 +43,14 @@ fn retry<E: std::fmt::Display>(e: E) -> JobError {
 
 pub fn object_key(user_id: Uuid, generation_id: Uuid, position: usize, format: &str) -> String {
     let ext = if format == "jpeg" { "jpg" } else { format };
-    format!("users/{user_id}/generations/{generation_id}/{position}.{ext}")
+    format!(
+        "{}{position}.{ext}",
+        super::purge::prefix(user_id, generation_id)
+    )
 }
 
-/// Ends a queued or running generation as failed or canceled and returns its credits.
+/// Ends a queued or running generation as failed or canceled and returns its credits; its
+/// stored objects (partial images) are purged by a job queued in the same transaction.
 /// Returns false when it had already ended.
 pub async fn finish_unsuccessfully(
     conn: &mut AsyncPgConnection,
@@ -55,14 +59,21 @@ pub async fn finish_unsuccessfully(
     error: Option<(&str, &str)>,
 ) -> QueryResult<bool> {
     conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-        let row: Option<(String, Option<Uuid>, Option<Uuid>)> = generations::table
+        let row: Option<(Uuid, String, Option<Uuid>, Option<Uuid>)> = generations::table
             .find(generation_id)
-            .select((generations::status, generations::hold_id, generations::job_id))
+            .select((
+                generations::user_id,
+                generations::status,
+                generations::hold_id,
+                generations::job_id,
+            ))
             .for_update()
             .first(conn)
             .await
             .optional()?;
-        let Some((current, hold, job)) = row else { return Ok(false) };
+        let Some((user_id, current, hold, job)) = row else {
+            return Ok(false);
+        };
         if current != "queued" && current != "running" {
             return Ok(false);
         }
@@ -90,6 +101,7 @@ pub async fn finish_unsuccessfully(
         }
         // Failed and canceled generations notify their webhook too, atomically with the change.
         super::webhooks::enqueue_for(conn, generation_id).await?;
+        super::purge::enqueue(conn, user_id, generation_id).await?;
         Ok(true)
     })
     .await
@@ -408,7 +420,10 @@ async fn keep_partials(
         format.as_str()
     };
     while let Some((index, image)) = received.recv().await {
-        let key = format!("users/{user_id}/generations/{generation_id}/partial-{index}.{ext}");
+        let key = format!(
+            "{}partial-{index}.{ext}",
+            super::purge::prefix(user_id, generation_id)
+        );
         if let Err(e) = store
             .put(
                 &key,
@@ -420,22 +435,61 @@ async fn keep_partials(
             tracing::warn!(generation_id = %generation_id, error = %e, "storing a partial image failed");
             continue;
         }
-        let Ok(mut conn) = pool.get().await else {
-            continue;
+        let recorded = match pool.get().await {
+            Ok(mut conn) => record_partial(&mut conn, generation_id, index, &key).await,
+            Err(e) => Err(anyhow::Error::new(e)),
         };
-        let stored = diesel::insert_into(generation_partials::table)
-            .values((
-                generation_partials::generation_id.eq(generation_id),
-                generation_partials::idx.eq(index as i32),
-                generation_partials::object_key.eq(&key),
-            ))
-            .on_conflict_do_nothing()
-            .execute(&mut conn)
-            .await;
-        if let Err(e) = stored {
-            tracing::warn!(generation_id = %generation_id, error = %e, "recording a partial image failed");
+        match recorded {
+            Ok(true) => {}
+            // Ended meanwhile: its purge may already have run, so this upload is undone here.
+            Ok(false) => {
+                if let Err(e) = store.delete(&key).await {
+                    tracing::warn!(generation_id = %generation_id, error = %e, "deleting a late partial image failed");
+                }
+            }
+            // Left in place: an earlier attempt's row may name the same key.
+            Err(e) => {
+                tracing::warn!(generation_id = %generation_id, error = format!("{e:#}"), "recording a partial image failed");
+            }
         }
     }
+}
+
+/// Records a stored partial image while its generation is still queued or running; false
+/// once it ended. The generation's row is share-locked while it is checked, so an ending
+/// (which locks it for update and queues the purge) comes either before the check (then
+/// false) or after this row is committed (then the purge deletes it).
+async fn record_partial(
+    conn: &mut AsyncPgConnection,
+    generation_id: Uuid,
+    index: u32,
+    key: &str,
+) -> anyhow::Result<bool> {
+    let recorded = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            let status: Option<String> = generations::table
+                .find(generation_id)
+                .select(generations::status)
+                .for_share()
+                .first(conn)
+                .await
+                .optional()?;
+            if !matches!(status.as_deref(), Some("queued" | "running")) {
+                return Ok(false);
+            }
+            diesel::insert_into(generation_partials::table)
+                .values((
+                    generation_partials::generation_id.eq(generation_id),
+                    generation_partials::idx.eq(index as i32),
+                    generation_partials::object_key.eq(key),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            Ok(true)
+        })
+        .await?;
+    Ok(recorded)
 }
 
 impl GenerateHandler {

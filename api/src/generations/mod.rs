@@ -3,6 +3,7 @@ pub mod openai;
 pub mod params;
 pub mod pricing;
 pub mod provider;
+pub mod purge;
 pub mod reference_images;
 pub mod renderer;
 pub mod values;

@@ -7,7 +7,9 @@
 //! generation's pending deliveries go with it).
 //!
 //! SSRF: the host is resolved, every address is vetted (no loopback, private, link-local,
-//! CGNAT, ...), and the connection is pinned to the vetted addresses, so a DNS rebinding
+//! CGNAT, ...; an IPv6 address that carries an IPv4 one, IPv4-mapped or -compatible, NAT64
+//! or 6to4, is judged by that IPv4 address, and local-use NAT64 and Teredo are refused
+//! outright), and the connection is pinned to the vetted addresses, so a DNS rebinding
 //! between check and connect cannot redirect it. Redirects are never followed.
 
 use std::{
@@ -221,22 +223,49 @@ fn refusal_v4(ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn refusal_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    // IPv4-mapped (::ffff:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) reach the IPv4 address.
+    let segments = ip.segments();
+    let embedded = |at: usize| {
+        let o = ip.octets();
+        Ipv4Addr::new(o[at], o[at + 1], o[at + 2], o[at + 3])
+    };
+    if ip.is_loopback() {
+        return Some("loopback");
+    }
+    if ip.is_unspecified() {
+        return Some("unspecified");
+    }
+    // Addresses that carry an IPv4 address reach it (or may, through a translator, a relay
+    // or the host's own stack): they are judged by that address.
     if let Some(v4) = ip.to_ipv4_mapped() {
+        // ::ffff:a.b.c.d, IPv4-mapped
         return refusal_v4(v4);
     }
-    let segments = ip.segments();
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let [a, b, c, d] = ip.octets()[12..] else {
-            return Some("reserved");
-        };
-        return refusal_v4(Ipv4Addr::new(a, b, c, d));
+    if segments[..6] == [0; 6] {
+        // ::a.b.c.d, IPv4-compatible (deprecated, but some stacks still route it)
+        return refusal_v4(embedded(12)).or(Some("deprecated IPv4-compatible"));
     }
-    if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_unspecified() {
-        Some("unspecified")
-    } else if ip.is_multicast() {
+    if segments[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        // ::ffff:0:a.b.c.d, IPv4-translated (SIIT)
+        return refusal_v4(embedded(12));
+    }
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        // 64:ff9b::a.b.c.d, NAT64 with the well-known prefix
+        return refusal_v4(embedded(12));
+    }
+    if segments[0] == 0x2002 {
+        // 2002:aabb:ccdd::/48, 6to4 of a.b.c.d
+        return refusal_v4(embedded(2));
+    }
+    if segments[..2] == [0x64, 0xff9b] && segments[2] == 1 {
+        // 64:ff9b:1::/48, NAT64 for local use: wherever the translator puts the IPv4
+        // address, it is the operator's own network.
+        return Some("local-use NAT64");
+    }
+    if segments[..2] == [0x2001, 0] {
+        // 2001::/32, Teredo: a tunnel to an address hidden in the bits.
+        return Some("Teredo");
+    }
+    if ip.is_multicast() {
         Some("multicast")
     } else if segments[0] & 0xffc0 == 0xfe80 {
         Some("link-local")
@@ -244,6 +273,10 @@ fn refusal_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("site-local")
     } else if segments[0] & 0xfe00 == 0xfc00 {
         Some("unique-local")
+    } else if segments[..4] == [0x100, 0, 0, 0] {
+        Some("discard-only")
+    } else if segments[..2] == [0x2001, 0xdb8] {
+        Some("documentation")
     } else {
         None
     }
@@ -547,6 +580,23 @@ mod tests {
             ("fc00::1", "unique-local"),
             ("fd12:3456::1", "unique-local"),
             ("64:ff9b::a9fe:a9fe", "link-local"),
+            // IPv4 embedded in IPv6 is judged by the IPv4 address.
+            ("::127.0.0.1", "loopback"),
+            ("::10.1.2.3", "private"),
+            ("::8.8.8.8", "deprecated IPv4-compatible"),
+            ("::ffff:0:127.0.0.1", "loopback"),
+            ("64:ff9b::127.0.0.1", "loopback"),
+            ("64:ff9b::192.168.0.1", "private"),
+            ("2002:7f00:1::1", "loopback"),
+            ("2002:c0a8:101::", "private"),
+            ("2002:a9fe:a9fe:1::2", "link-local"),
+            // Prefixes whose IPv4 part cannot be told, or that are never public.
+            ("64:ff9b:1::7f00:1", "local-use NAT64"),
+            ("64:ff9b:1:ffff::808:808", "local-use NAT64"),
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", "Teredo"),
+            ("2001::1", "Teredo"),
+            ("100::1", "discard-only"),
+            ("2001:db8::1", "documentation"),
         ] {
             assert_eq!(classify(ip), Some(kind), "{ip}");
         }
@@ -560,6 +610,11 @@ mod tests {
             "8.8.8.8",
             "100.128.0.1",
             "172.32.0.1",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:4860:4860::8888",
+            "2a00:1450:4001::1",
         ] {
             assert_eq!(classify(ip), None, "{ip}");
         }

@@ -1,6 +1,8 @@
 //! `GET /v1/generations/{id}/events`: a generation followed as Server-Sent Events. Each event
 //! is a [`GenerationEvent`]; the spec describes the stream with the same type.
 
+use std::time::Duration;
+
 use actix_web::{HttpResponse, get, http::header, web};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -10,7 +12,8 @@ use uuid::Uuid;
 
 use super::generations::{GenerationView, load_one};
 use crate::{
-    auth::Auth,
+    auth::{LiveAuth, Standing},
+    db::schema::generations,
     error::{ApiError, Problem},
     generations::values::GenerationStatus,
     state::AppState,
@@ -65,10 +68,23 @@ pub struct GenerationDeletedData {
     pub id: Uuid,
 }
 
+/// How often a quiet stream checks that its credential still holds (it also checks before
+/// everything it sends).
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often the generation is looked at.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+/// A comment line after this much silence keeps proxies from closing the stream.
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
+
 /// Follow a generation as Server-Sent Events: a `status` event on every change,
 /// `partial_image` for each partial image a streaming model sends, then `completed` (the full
 /// generation, with image links), `failed`, `canceled` or `deleted`, and the stream ends. A
 /// comment line every 15 s keeps proxies from closing an idle stream.
+///
+/// The stream lives no longer than its credential: it is checked again before each event
+/// and every 2 s, and once the session is signed out or revoked, the access token expired,
+/// or the API key revoked, the stream ends without another event (a client reconnecting
+/// with a fresh token picks up from the current status).
 #[utoipa::path(
     tag = "generations",
     operation_id = "streamGenerationEvents",
@@ -83,101 +99,37 @@ pub struct GenerationDeletedData {
 #[get("/v1/generations/{id}/events")]
 pub async fn events(
     state: web::Data<AppState>,
-    auth: Auth,
+    live: LiveAuth,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     // Ownership is checked before the stream starts, so a stranger gets a plain 404.
     let mut conn = state.pool.get().await?;
-    load_one(&mut conn, &state, auth.user_id, id).await?;
+    status_of(&mut conn, live.auth.user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     drop(conn);
-    struct Follow {
-        state: web::Data<AppState>,
-        user_id: Uuid,
-        id: Uuid,
-        last: Option<String>,
-        /// The next partial image index to send.
-        next_partial: i32,
-        done: bool,
-        idle: std::time::Duration,
-    }
     let start = Follow {
         state,
-        user_id: auth.user_id,
+        live,
         id,
         last: None,
         next_partial: 0,
         done: false,
-        idle: std::time::Duration::ZERO,
+        idle: Duration::ZERO,
+        unchecked: Duration::ZERO,
     };
     let stream = futures::stream::unfold(start, |mut f| async move {
         if f.done {
             return None;
         }
-        loop {
-            let view = match f.state.pool.get().await {
-                Ok(mut conn) => load_one(&mut conn, &f.state, f.user_id, f.id).await,
-                Err(e) => Err(e.into()),
-            };
-            let view = match view {
-                Ok(view) => view,
-                Err(ApiError::NotFound) => {
-                    f.done = true;
-                    let deleted = GenerationEvent::Deleted(GenerationDeletedData { id: f.id });
-                    return Some((Ok::<_, actix_web::Error>(frame(&deleted)), f));
-                }
-                // A passing database error: try again on the next tick.
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            // Partial images first, so a stream opened late still shows them before the end.
-            let partials = match f.state.pool.get().await {
-                Ok(mut conn) => new_partials(&mut conn, &f.state, f.id, f.next_partial)
-                    .await
-                    .unwrap_or_default(),
-                Err(_) => Vec::new(),
-            };
-            if !partials.is_empty() {
-                f.next_partial = partials
-                    .iter()
-                    .map(|p| p.index + 1)
-                    .max()
-                    .unwrap_or(f.next_partial);
-                f.idle = std::time::Duration::ZERO;
-                let frames: String = partials
-                    .into_iter()
-                    .map(|p| frame(&GenerationEvent::PartialImage(p)))
-                    .collect();
-                return Some((Ok(frames), f));
-            }
-            if f.last.as_deref() != Some(view.status.as_str()) {
-                f.last = Some(view.status.clone());
-                f.idle = std::time::Duration::ZERO;
-                let status = GenerationStatus::parse(&view.status);
-                let mut frames = frame(&GenerationEvent::Status(GenerationStatusData {
-                    status: view.status.clone(),
-                }));
-                let last: Option<fn(Box<GenerationView>) -> GenerationEvent> = match status {
-                    Some(GenerationStatus::Succeeded) => Some(GenerationEvent::Completed),
-                    Some(GenerationStatus::Failed) => Some(GenerationEvent::Failed),
-                    Some(GenerationStatus::Canceled) => Some(GenerationEvent::Canceled),
-                    _ => None,
-                };
-                if let Some(last) = last {
-                    f.done = true;
-                    frames.push_str(&frame(&last(Box::new(view))));
-                }
-                return Some((Ok(frames), f));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            f.idle += std::time::Duration::from_millis(250);
-            if f.idle >= std::time::Duration::from_secs(15) {
-                f.idle = std::time::Duration::ZERO;
-                return Some((Ok(": keep-alive\n\n".to_string()), f));
-            }
+        let frames = f.next_frames().await?;
+        // Nothing leaves unless the credential still holds at this moment.
+        if !f.credential_holds().await {
+            return None;
         }
+        f.unchecked = Duration::ZERO;
+        Some((Ok::<_, actix_web::Error>(frames), f))
     });
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
@@ -186,6 +138,150 @@ pub async fn events(
         .streaming(futures::StreamExt::map(stream, |r| {
             r.map(actix_web::web::Bytes::from)
         })))
+}
+
+/// A stream in progress.
+struct Follow {
+    state: web::Data<AppState>,
+    live: LiveAuth,
+    id: Uuid,
+    /// The status last sent.
+    last: Option<String>,
+    /// The next partial image index to send.
+    next_partial: i32,
+    done: bool,
+    /// Since anything was sent.
+    idle: Duration,
+    /// Since the credential was last checked.
+    unchecked: Duration,
+}
+
+impl Follow {
+    /// Whether the credential that opened the stream still authenticates its user; a
+    /// check that cannot be made (database unavailable) is retried, sending nothing.
+    async fn credential_holds(&self) -> bool {
+        loop {
+            match self.live.standing(&self.state).await {
+                Standing::Valid => return true,
+                Standing::Revoked => return false,
+                Standing::Unknown => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    /// The next frames to send, once there are any; `None` ends the stream (its credential
+    /// was found revoked while it was quiet).
+    async fn next_frames(&mut self) -> Option<String> {
+        loop {
+            let user_id = self.live.auth.user_id;
+            let status = match self.state.pool.get().await {
+                Ok(mut conn) => status_of(&mut conn, user_id, self.id).await,
+                Err(e) => Err(e.into()),
+            };
+            let status = match status {
+                Ok(Some(status)) => status,
+                Ok(None) => {
+                    self.done = true;
+                    return Some(frame(&GenerationEvent::Deleted(GenerationDeletedData {
+                        id: self.id,
+                    })));
+                }
+                // A passing database error: try again on the next tick.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            // Partial images first, so a stream opened late still shows them before the end.
+            let partials = match self.state.pool.get().await {
+                Ok(mut conn) => new_partials(&mut conn, &self.state, self.id, self.next_partial)
+                    .await
+                    .unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            if !partials.is_empty() {
+                self.next_partial = partials
+                    .iter()
+                    .map(|p| p.index + 1)
+                    .max()
+                    .unwrap_or(self.next_partial);
+                self.idle = Duration::ZERO;
+                return Some(
+                    partials
+                        .into_iter()
+                        .map(|p| frame(&GenerationEvent::PartialImage(p)))
+                        .collect(),
+                );
+            }
+            if self.last.as_deref() != Some(status.as_str()) {
+                let last: Option<fn(Box<GenerationView>) -> GenerationEvent> =
+                    match GenerationStatus::parse(&status) {
+                        Some(GenerationStatus::Succeeded) => Some(GenerationEvent::Completed),
+                        Some(GenerationStatus::Failed) => Some(GenerationEvent::Failed),
+                        Some(GenerationStatus::Canceled) => Some(GenerationEvent::Canceled),
+                        _ => None,
+                    };
+                // Only the final event carries the whole generation (and its signed links).
+                let view = match last {
+                    Some(_) => match self.state.pool.get().await {
+                        Ok(mut conn) => {
+                            match load_one(&mut conn, &self.state, user_id, self.id).await {
+                                Ok(view) => Some(view),
+                                Err(ApiError::NotFound) => continue,
+                                Err(_) => {
+                                    tokio::time::sleep(Duration::from_millis(500)).await;
+                                    continue;
+                                }
+                            }
+                        }
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                self.idle = Duration::ZERO;
+                let mut frames = frame(&GenerationEvent::Status(GenerationStatusData {
+                    status: status.clone(),
+                }));
+                self.last = Some(status);
+                if let (Some(last), Some(view)) = (last, view) {
+                    self.done = true;
+                    frames.push_str(&frame(&last(Box::new(view))));
+                }
+                return Some(frames);
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+            self.idle += POLL_EVERY;
+            self.unchecked += POLL_EVERY;
+            if self.idle >= KEEP_ALIVE_EVERY {
+                self.idle = Duration::ZERO;
+                return Some(": keep-alive\n\n".to_string());
+            }
+            if self.unchecked >= RECHECK_EVERY {
+                if !self.credential_holds().await {
+                    return None;
+                }
+                self.unchecked = Duration::ZERO;
+            }
+        }
+    }
+}
+
+/// The status of the user's generation `id`: one indexed row, no links signed.
+async fn status_of(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<Option<String>, ApiError> {
+    Ok(generations::table
+        .filter(generations::id.eq(id))
+        .filter(generations::user_id.eq(user_id))
+        .select(generations::status)
+        .first(conn)
+        .await
+        .optional()?)
 }
 
 async fn new_partials(

@@ -678,7 +678,7 @@ pub async fn remove(
         .optional()?;
     owner.ok_or(ApiError::NotFound)?;
     finish_unsuccessfully(&mut conn, id, "canceled", None).await?;
-    let prefix = format!("users/{}/generations/{id}/", auth.user_id);
+    let prefix = crate::generations::purge::prefix(auth.user_id, id);
     state
         .store
         .delete_prefix(&prefix)

@@ -156,7 +156,7 @@ fn is_multipart(req: &HttpRequest) -> bool {
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`: the file is larger than the upload cap (`GI2_MAX_UPLOAD_BYTES`, 20 MiB by default)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`: the request is not multipart/form-data, or the file is not PNG, JPEG or WebP", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed` on `file`: missing, empty, truncated or corrupt, or more pixels than allowed (`GI2_MAX_IMAGE_PIXELS`, 40 million by default)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`image_too_large`: the header claims more than allowed, refused before decoding: more pixels than `GI2_MAX_IMAGE_PIXELS` (40 million by default), a side over 16,384, or more decoded bytes (width × height × bytes per pixel) than `GI2_MAX_IMAGE_DECODED_BYTES` (64 MiB by default); `validation_failed` on `file`: missing, empty, truncated or corrupt", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/reference-images")]
@@ -173,7 +173,7 @@ pub async fn upload_reference_image(
     }
     let upload = &state.config.upload;
     let data = read_file_part(payload, upload.max_bytes).await?;
-    let image = refs::clean_blocking(data, upload.max_image_pixels).await?;
+    let image = refs::clean_blocking(data, upload.decode_limits()).await?;
 
     let id = Uuid::now_v7();
     let key = refs::object_key(auth.user_id, id, image.format);
