@@ -243,6 +243,7 @@ async fn deletion_erases_every_row_and_object_of_the_user_but_keeps_anonymised_p
                     currency: "usd",
                     credits: 100,
                     credits_expire_at: None,
+                    flag: None,
                 },
             )
             .await?

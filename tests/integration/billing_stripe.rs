@@ -803,3 +803,57 @@ async fn items_without_a_stripe_price_cannot_be_bought_through_stripe() {
     assert!(fake.requests().is_empty(), "nothing reached Stripe");
     app.assert_ledger_invariants().await;
 }
+
+#[tokio::test]
+async fn discounted_or_localized_checkouts_of_the_catalog_price_grant_the_pack() {
+    let (app, fake) = stripe_app().await;
+    let user = app.register_user().await;
+    // A promotion code of this Stripe account took 1.00 off: the list price is still ours.
+    let session = open_session(&app, &fake, &user, "pack_100").await;
+    let mut discounted = paid_session(session, 500, "usd");
+    discounted["amount_total"] = json!(400);
+    discounted["total_details"]["amount_discount"] = json!(100);
+    deliver(
+        &app,
+        &fake,
+        &event("checkout.session.completed", discounted, None, now()),
+    )
+    .await;
+    assert_eq!(balance(&app, &user).await, 100);
+
+    // Adaptive Pricing: the customer paid in euros a price that is ours in dollars.
+    let session = open_session(&app, &fake, &user, "pack_100").await;
+    let mut localized = paid_session(session, 470, "eur");
+    localized["currency_conversion"] = json!({
+        "amount_subtotal": 500,
+        "amount_total": 500,
+        "fx_rate": "0.94",
+        "source_currency": "usd"
+    });
+    deliver(
+        &app,
+        &fake,
+        &event("checkout.session.completed", localized, None, now()),
+    )
+    .await;
+    assert_eq!(balance(&app, &user).await, 200);
+
+    let list = transactions(&app, &user).await;
+    assert_eq!(list.len(), 2);
+    assert!(list.iter().all(|t| t["flag"].is_null()), "{list:?}");
+    let paid: Vec<(i64, &str)> = list
+        .iter()
+        .map(|t| {
+            (
+                t["amount_cents"].as_i64().unwrap(),
+                t["currency"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        paid,
+        [(470, "eur"), (400, "usd")],
+        "what was paid is recorded"
+    );
+    app.assert_ledger_invariants().await;
+}

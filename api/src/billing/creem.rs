@@ -19,8 +19,8 @@ use uuid::Uuid;
 use crate::{
     accounts::User,
     billing::{
-        self, Payment, Refund, SubscriptionState,
-        catalog::{Catalog, Item, Pack, Plan},
+        self, Payment, PaymentFlag, Refund, SubscriptionState,
+        catalog::{Catalog, Item, Plan},
         provider::{CheckoutRequest, PaymentProvider},
     },
     config::{BillingConfig, CreemConfig},
@@ -263,7 +263,10 @@ struct Metadata {
 #[derive(Debug, Deserialize)]
 struct Order {
     id: String,
+    /// The total charged, in the currency's smallest unit.
     amount: i64,
+    /// The product's price × units, before discounts and taxes.
+    sub_total: Option<i64>,
     currency: String,
     status: Option<String>,
     #[serde(rename = "type")]
@@ -353,27 +356,53 @@ fn no_user(event: &Event) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The product decides; our metadata only helps when the product is not in the catalog.
-fn plan_for<'a>(
-    catalog: &'a Catalog,
-    product: &str,
-    metadata: Option<&Metadata>,
-) -> Option<&'a Plan> {
-    catalog.plan_by_creem_product(product).or_else(|| {
-        let id = metadata.and_then(|m| m.plan_id.as_deref().or(m.item_id.as_deref()))?;
-        catalog.plans.iter().find(|p| p.id == id)
-    })
+/// The product alone decides what was bought: the metadata is written by whoever opens the
+/// checkout, so it names the buyer, never the item.
+fn plan_for<'a>(catalog: &'a Catalog, product: &str) -> Option<&'a Plan> {
+    catalog.plan_by_creem_product(product)
 }
 
-fn pack_for<'a>(
-    catalog: &'a Catalog,
+/// The item of our catalog the metadata claims a checkout buys, if any.
+fn claimed_item<'a>(catalog: &Catalog, metadata: Option<&'a Metadata>) -> Option<&'a str> {
+    let metadata = metadata?;
+    [metadata.item_id.as_deref(), metadata.plan_id.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|id| catalog.item(id).is_some())
+}
+
+/// A product not in the catalog: someone else's sale in the same store, ignored; or, when its
+/// metadata names one of our items, a payment that tries to pass for it, recorded as flagged.
+async fn unknown_product(
+    conn: &mut AsyncPgConnection,
+    catalog: &Catalog,
+    event: &Event,
+    user_id: Uuid,
     product: &str,
     metadata: Option<&Metadata>,
-) -> Option<&'a Pack> {
-    catalog.pack_by_creem_product(product).or_else(|| {
-        let id = metadata.and_then(|m| m.item_id.as_deref())?;
-        catalog.packs.iter().find(|p| p.id == id)
-    })
+    order: Option<&Order>,
+) -> Result<(), ApiError> {
+    let (Some(claimed), Some(order)) = (claimed_item(catalog, metadata), order) else {
+        tracing::warn!(event_id = %event.id, product, "Creem checkout for a product not in the catalog; ignored");
+        return Ok(());
+    };
+    billing::record_payment(
+        conn,
+        Payment {
+            user_id,
+            provider: PROVIDER,
+            kind: "purchase",
+            provider_reference: &order.id,
+            item_id: claimed,
+            amount_cents: order.amount,
+            currency: &order.currency.to_lowercase(),
+            credits: 0,
+            credits_expire_at: None,
+            flag: Some(PaymentFlag::UnknownProduct),
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 async fn checkout_completed(
@@ -400,9 +429,18 @@ async fn checkout_completed(
     if recurring {
         // Plan credits come with `subscription.paid`, which Creem also sends for the first
         // period; here only the subscription's state is noted.
-        let Some(plan) = plan_for(&billing.catalog, object.product.id(), metadata) else {
-            tracing::warn!(event_id = %event.id, product = object.product.id(), "Creem checkout for a product not in the catalog");
-            return Ok(());
+        let Some(plan) = plan_for(&billing.catalog, object.product.id()) else {
+            // `subscription.paid` finds no plan either, so this grants nothing.
+            return unknown_product(
+                conn,
+                &billing.catalog,
+                event,
+                user_id,
+                object.product.id(),
+                metadata,
+                object.order.as_ref(),
+            )
+            .await;
         };
         let (id, status, period_end) = match &object.subscription {
             Some(Expandable::Object(s)) => {
@@ -436,10 +474,24 @@ async fn checkout_completed(
         tracing::warn!(event_id = %event.id, order = %order.id, "Creem checkout with an unpaid order; no credits");
         return Ok(());
     }
-    let Some(pack) = pack_for(&billing.catalog, object.product.id(), metadata) else {
-        tracing::warn!(event_id = %event.id, product = object.product.id(), "Creem checkout for a product not in the catalog");
-        return Ok(());
+    let Some(pack) = billing.catalog.pack_by_creem_product(object.product.id()) else {
+        return unknown_product(
+            conn,
+            &billing.catalog,
+            event,
+            user_id,
+            object.product.id(),
+            metadata,
+            Some(order),
+        )
+        .await;
     };
+    let flag = billing::price_flag(
+        Some(order.sub_total.unwrap_or(order.amount)),
+        Some(&order.currency),
+        pack.price_cents,
+        &pack.currency,
+    );
     billing::record_payment(
         conn,
         Payment {
@@ -452,6 +504,7 @@ async fn checkout_completed(
             currency: &order.currency.to_lowercase(),
             credits: pack.credits,
             credits_expire_at: None,
+            flag,
         },
     )
     .await?;
@@ -483,8 +536,13 @@ async fn subscription_event(
     if let Some(customer) = &sub.customer {
         billing::remember_customer(conn, user_id, PROVIDER, customer.id()).await?;
     }
-    let Some(plan) = plan_for(&billing.catalog, sub.product.id(), metadata) else {
-        tracing::warn!(event_id = %event.id, product = sub.product.id(), "Creem subscription for a product not in the catalog");
+    let Some(plan) = plan_for(&billing.catalog, sub.product.id()) else {
+        tracing::warn!(
+            event_id = %event.id,
+            product = sub.product.id(),
+            claimed = claimed_item(&billing.catalog, metadata),
+            "Creem subscription for a product not in the catalog; ignored"
+        );
         return Ok(());
     };
     let (status, cancel_at_period_end) = status_of(&event.event_type, &sub.status);
@@ -531,6 +589,7 @@ async fn subscription_event(
             currency: &plan.currency,
             credits: plan.monthly_credits,
             credits_expire_at: Some(period_end + grace),
+            flag: None,
         },
     )
     .await?;

@@ -34,6 +34,38 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// Why a payment was recorded without credits: it did not pay the catalog price of what
+    /// it claims to buy (another amount or currency), or bought a product that is not in the
+    /// catalog while its metadata names an item that is. An operator settles it (refund, or a
+    /// grant by hand).
+    #[schema(example = "amount_mismatch")]
+    pub enum PaymentFlag {
+        AmountMismatch = "amount_mismatch",
+        CurrencyMismatch = "currency_mismatch",
+        UnknownProduct = "unknown_product",
+    }
+}
+
+/// Whether a payment paid the catalog price (`price_cents` in `currency`): `list_cents` is
+/// what the provider says the items cost before discounts and taxes, in `paid_currency`.
+/// Discounts lower the total, not the list price: they can only come from the provider
+/// account's own coupons, so they are the operator's choice and are allowed.
+pub fn price_flag(
+    list_cents: Option<i64>,
+    paid_currency: Option<&str>,
+    price_cents: i64,
+    currency: &str,
+) -> Option<PaymentFlag> {
+    if !paid_currency.is_some_and(|paid| paid.eq_ignore_ascii_case(currency)) {
+        Some(PaymentFlag::CurrencyMismatch)
+    } else if list_cents != Some(price_cents) {
+        Some(PaymentFlag::AmountMismatch)
+    } else {
+        None
+    }
+}
+
 /// Records a webhook event; false when it was already applied (a replay). Call inside the
 /// transaction that applies the event, so the record and the effect commit together.
 pub async fn first_delivery(
@@ -68,15 +100,20 @@ pub struct Payment<'a> {
     pub credits: i64,
     /// Plan credits expire (period end + grace); pack credits do not.
     pub credits_expire_at: Option<DateTime<Utc>>,
+    /// Set when the payment is not what `item_id` costs ([`price_flag`]): it is recorded,
+    /// flagged and logged, and grants nothing.
+    pub flag: Option<PaymentFlag>,
 }
 
 /// Records the payment, grants its credits and queues the receipt; `None` when this payment
-/// was already recorded. Call inside the caller's transaction.
+/// was already recorded. A flagged payment is recorded with its flag and no credits, and
+/// logged as a warning. Call inside the caller's transaction.
 pub async fn record_payment(
     conn: &mut AsyncPgConnection,
     p: Payment<'_>,
 ) -> Result<Option<Uuid>, ApiError> {
     let id = Uuid::now_v7();
+    let credits = if p.flag.is_some() { 0 } else { p.credits };
     let inserted = diesel::insert_into(billing_transactions::table)
         .values((
             billing_transactions::id.eq(id),
@@ -88,13 +125,28 @@ pub async fn record_payment(
             billing_transactions::item_id.eq(p.item_id),
             billing_transactions::amount_cents.eq(p.amount_cents),
             billing_transactions::currency.eq(p.currency),
-            billing_transactions::credits.eq(p.credits),
+            billing_transactions::credits.eq(credits),
+            billing_transactions::flag.eq(p.flag.map(PaymentFlag::as_str)),
         ))
         .on_conflict_do_nothing()
         .execute(conn)
         .await?;
     if inserted == 0 {
         return Ok(None);
+    }
+    if let Some(flag) = p.flag {
+        tracing::warn!(
+            transaction = %id,
+            user = %p.user_id,
+            provider = p.provider,
+            reference = p.provider_reference,
+            item = p.item_id,
+            amount_cents = p.amount_cents,
+            currency = p.currency,
+            flag = flag.as_str(),
+            "payment flagged: not the catalog price of what it claims to buy; no credits granted"
+        );
+        return Ok(Some(id));
     }
     let source = if p.kind == "renewal" {
         GrantSource::Subscription
@@ -391,4 +443,36 @@ pub fn not_configured(provider: &str) -> ApiError {
         "billing_not_configured",
         format!("Payments through {provider} are not configured on this server."),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_catalog_price_in_its_currency_passes() {
+        assert_eq!(price_flag(Some(500), Some("usd"), 500, "usd"), None);
+        assert_eq!(price_flag(Some(500), Some("USD"), 500, "usd"), None);
+        assert_eq!(
+            price_flag(Some(100), Some("usd"), 500, "usd"),
+            Some(PaymentFlag::AmountMismatch)
+        );
+        assert_eq!(
+            price_flag(Some(1000), Some("usd"), 500, "usd"),
+            Some(PaymentFlag::AmountMismatch),
+            "two packs paid are not one pack"
+        );
+        assert_eq!(
+            price_flag(None, Some("usd"), 500, "usd"),
+            Some(PaymentFlag::AmountMismatch)
+        );
+        assert_eq!(
+            price_flag(Some(500), Some("jpy"), 500, "usd"),
+            Some(PaymentFlag::CurrencyMismatch)
+        );
+        assert_eq!(
+            price_flag(Some(500), None, 500, "usd"),
+            Some(PaymentFlag::CurrencyMismatch)
+        );
+    }
 }

@@ -4,7 +4,13 @@
 //!
 //! Invariants, checked by [`check_invariants`] after every test scenario:
 //! `account.available = Σ available_delta = Σ remaining of unexpired grants` and
-//! `account.held = Σ held_delta = Σ open hold amounts`.
+//! `account.held = Σ held_delta = Σ open hold amounts` (a grant is unexpired until its
+//! `expired_at` is recorded).
+//!
+//! A grant past its `expires_at` is never spent, whether or not the periodic sweep
+//! ([`expire_due`]) has recorded its expiry yet: every operation expires the user's due grants
+//! right after locking the account, at the transaction's instant, before it decides anything;
+//! and reads ([`summary`], [`spendable`]) leave out what is due but not yet recorded.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -48,9 +54,30 @@ pub struct Account {
     pub low_balance_notified: bool,
 }
 
-/// The account row, locked for the rest of the transaction (created on first use). The row
-/// almost always exists, so the lock is tried first: one statement on the spend path.
+/// The user's grants past their expiry whose expiry is not recorded yet, as of the
+/// transaction's instant.
+fn due(user_id: Uuid) -> credit_grants::BoxedQuery<'static, diesel::pg::Pg> {
+    credit_grants::table
+        .filter(credit_grants::user_id.eq(user_id))
+        .filter(credit_grants::remaining.gt(0))
+        .filter(credit_grants::expired_at.is_null())
+        .filter(credit_grants::expires_at.le(diesel::dsl::now))
+        .into_boxed()
+}
+
+/// The account row, locked for the rest of the transaction (created on first use), with the
+/// user's due grants expired: nothing after this sees credits that expired before now. The
+/// row almost always exists, so the lock is tried first, pipelined with the look-up of due
+/// grants (which runs once the lock is held): one round trip on the spend path.
 async fn lock_account(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Account> {
+    Ok(lock_and_expire(conn, user_id).await?.0)
+}
+
+/// [`lock_account`], and the credits it expired.
+async fn lock_and_expire(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+) -> QueryResult<(Account, i64)> {
     let locked = || {
         credit_accounts::table
             .find(user_id)
@@ -64,15 +91,26 @@ async fn lock_account(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResul
         available,
         low_balance_notified,
     };
-    if let Some(row) = locked().first(conn).await.optional()? {
-        return Ok(account(row));
-    }
-    diesel::insert_into(credit_accounts::table)
-        .values(credit_accounts::user_id.eq(user_id))
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
-    locked().first(conn).await.map(account)
+    // Read once the lock is held (pipelined queries run in order), and kept still by it.
+    let due_grants = due(user_id).select((credit_grants::id, credit_grants::remaining));
+    let (mut first, mut second): (&AsyncPgConnection, &AsyncPgConnection) = (conn, conn);
+    let (row, due_grants): (Option<_>, Vec<(Uuid, i64)>) = futures::try_join!(
+        async { locked().first(&mut first).await.optional() },
+        due_grants.load(&mut second)
+    )?;
+    let Some(row) = row else {
+        // No account, so no grants either.
+        diesel::insert_into(credit_accounts::table)
+            .values(credit_accounts::user_id.eq(user_id))
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+        return Ok((locked().first(conn).await.map(account)?, 0));
+    };
+    let mut account = account(row);
+    let expired = expire_grants(conn, user_id, due_grants).await?;
+    account.available -= expired;
+    Ok((account, expired))
 }
 
 wire_enum! {
@@ -124,13 +162,18 @@ async fn append(conn: &mut AsyncPgConnection, e: Entry<'_>) -> QueryResult<()> {
     Ok(())
 }
 
-/// The user's grants that can still be spent, in the order spending draws them:
-/// soonest-expiring first (no expiry last), then oldest.
+/// The user's grants that can still be spent (unexpired at the transaction's instant), in the
+/// order spending draws them: soonest-expiring first (no expiry last), then oldest.
 pub fn spendable(user_id: Uuid) -> credit_grants::BoxedQuery<'static, diesel::pg::Pg> {
     credit_grants::table
         .filter(credit_grants::user_id.eq(user_id))
         .filter(credit_grants::remaining.gt(0))
         .filter(credit_grants::expired_at.is_null())
+        .filter(
+            credit_grants::expires_at
+                .is_null()
+                .or(credit_grants::expires_at.gt(diesel::dsl::now)),
+        )
         .order((
             credit_grants::expires_at.asc().nulls_last(),
             credit_grants::created_at.asc(),
@@ -452,6 +495,15 @@ async fn expire_user(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult
         .for_update()
         .load(conn)
         .await?;
+    expire_grants(conn, user_id, due).await
+}
+
+/// Expires `due` (grant id, remaining) of the user; returns the credits expired.
+async fn expire_grants(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    due: Vec<(Uuid, i64)>,
+) -> QueryResult<i64> {
     let mut total = 0;
     for (grant_id, remaining) in due {
         diesel::update(credit_grants::table.find(grant_id))
@@ -492,8 +544,7 @@ pub async fn expire_due(conn: &mut AsyncPgConnection) -> Result<i64, CreditError
     for user_id in users {
         total += conn
             .transaction::<_, CreditError, _>(async |conn| {
-                lock_account(conn, user_id).await?;
-                Ok(expire_user(conn, user_id).await?)
+                Ok(lock_and_expire(conn, user_id).await?.1)
             })
             .await?;
     }
@@ -565,15 +616,25 @@ impl Summary {
     }
 }
 
+/// The user's balances now: credits past their expiry are not available, even before their
+/// expiry is recorded (which the next operation on the account or the sweep does).
 pub async fn summary(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Summary> {
-    let row: Option<(i64, i64)> = credit_accounts::table
+    let row = credit_accounts::table
         .find(user_id)
-        .select((credit_accounts::available, credit_accounts::held))
-        .first(conn)
-        .await
-        .optional()?;
+        .select((credit_accounts::available, credit_accounts::held));
+    // Rarely any, so summed here rather than as a numeric in SQL.
+    let expired = due(user_id).select(credit_grants::remaining);
+    // Both in one round trip (see `append`).
+    let (mut first, mut second): (&AsyncPgConnection, &AsyncPgConnection) = (conn, conn);
+    let (row, expired): (Option<(i64, i64)>, Vec<i64>) = futures::try_join!(
+        async { row.first(&mut first).await.optional() },
+        expired.load(&mut second)
+    )?;
     let (available, held) = row.unwrap_or((0, 0));
-    Ok(Summary { available, held })
+    Ok(Summary {
+        available: available - expired.iter().sum::<i64>(),
+        held,
+    })
 }
 
 /// Every user's balances agree with their ledger, grants and holds; returns the violations.

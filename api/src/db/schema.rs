@@ -282,6 +282,7 @@ diesel::table! {
         refunded_transaction_id -> Nullable<Uuid>,
         credits_lost -> Int8,
         created_at -> Timestamptz,
+        flag -> Nullable<Text>,
     }
 }
 

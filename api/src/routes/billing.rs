@@ -13,7 +13,7 @@ use crate::{
     accounts::{ownership, users},
     analytics,
     auth::{Auth, SessionAuth},
-    billing::{self, CheckoutRequest, TransactionKind, catalog::Catalog},
+    billing::{self, CheckoutRequest, PaymentFlag, TransactionKind, catalog::Catalog},
     db::schema::{billing_transactions, subscriptions},
     error::{ApiError, FieldError, Problem},
     pagination::{Page, PageQuery},
@@ -273,6 +273,7 @@ pub async fn subscription(
     "currency": "usd",
     "credits": 100,
     "credits_lost": 0,
+    "flag": null,
     "created_at": "2026-11-29T10:00:00Z"
 }))]
 pub struct TransactionView {
@@ -294,6 +295,10 @@ pub struct TransactionView {
     pub credits: i64,
     /// Refunds only: credits already spent, so not taken back.
     pub credits_lost: i64,
+    /// Set when the payment was not the catalog price of what it claims to buy: it granted
+    /// no credits and awaits support (a refund, or credits granted by hand).
+    #[schema(value_type = Option<PaymentFlag>)]
+    pub flag: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -310,6 +315,7 @@ type TransactionRow = (
     String,
     i64,
     i64,
+    Option<String>,
     DateTime<Utc>,
 );
 
@@ -352,6 +358,7 @@ pub async fn transactions(
             billing_transactions::currency,
             billing_transactions::credits,
             billing_transactions::credits_lost,
+            billing_transactions::flag,
             billing_transactions::created_at,
         ))
         .load(&mut conn)
@@ -370,7 +377,8 @@ pub async fn transactions(
             currency: r.6,
             credits: r.7,
             credits_lost: r.8,
-            created_at: r.9,
+            flag: r.9,
+            created_at: r.10,
         },
     )))
 }

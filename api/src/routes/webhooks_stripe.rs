@@ -222,6 +222,14 @@ async fn checkout_paid(
     };
     // The payment intent is what a later `charge.refunded` names, so it is the reference.
     let reference = id_of(&session["payment_intent"]).unwrap_or(session_id);
+    // The metadata names the pack, but anyone who can open a session in this Stripe account
+    // can write it: only the price paid decides.
+    let flag = billing::price_flag(
+        list_price(session),
+        priced_in(session),
+        pack.price_cents,
+        &pack.currency,
+    );
     billing::record_payment(
         conn,
         Payment {
@@ -230,14 +238,37 @@ async fn checkout_paid(
             kind: "purchase",
             provider_reference: reference,
             item_id: &pack.id,
-            amount_cents: session["amount_total"].as_i64().unwrap_or(pack.price_cents),
+            amount_cents: session["amount_total"].as_i64().unwrap_or(0),
             currency: session["currency"].as_str().unwrap_or(&pack.currency),
             credits: pack.credits,
             credits_expire_at: None,
+            flag,
         },
     )
     .await?;
     Ok(())
+}
+
+/// What a Checkout Session's items cost before discounts and taxes (`amount_subtotal`), in
+/// the currency of their prices: with Adaptive Pricing the session is in the customer's
+/// currency and `currency_conversion` holds the amounts in the prices' own.
+fn list_price(session: &Value) -> Option<i64> {
+    let conversion = &session["currency_conversion"];
+    if conversion.is_object() {
+        conversion["amount_subtotal"].as_i64()
+    } else {
+        session["amount_subtotal"].as_i64()
+    }
+}
+
+/// The currency [`list_price`] is in.
+fn priced_in(session: &Value) -> Option<&str> {
+    let conversion = &session["currency_conversion"];
+    if conversion.is_object() {
+        conversion["source_currency"].as_str()
+    } else {
+        session["currency"].as_str()
+    }
 }
 
 /// The price id of an invoice line, as of 2024-06-20 or of newer API versions.
@@ -290,6 +321,7 @@ async fn invoice_paid(
             currency: invoice["currency"].as_str().unwrap_or(&plan.currency),
             credits: plan.monthly_credits,
             credits_expire_at: Some(period_end + grace),
+            flag: None,
         },
     )
     .await?;
