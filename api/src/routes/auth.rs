@@ -96,10 +96,9 @@ async fn limit_ip(
     route: &str,
     client: &ClientInfo,
 ) -> Result<(), ApiError> {
-    let key = format!("ip:{route}:{}", client.ip_key());
     rate_limit::hit(
         conn,
-        &key,
+        rate_limit::Key::new(&format!("{route}_per_ip"), client.ip_key()),
         state.config.auth.rate_per_ip_per_minute,
         state.config.auth.rate_window,
     )
@@ -399,7 +398,7 @@ pub async fn resend_verification(
     let mut conn = state.pool.get().await?;
     rate_limit::hit(
         &mut conn,
-        &format!("resend:{}", auth.user_id),
+        rate_limit::Key::new("resend", &auth.user_id.to_string()),
         3,
         Duration::from_secs(600),
     )
@@ -475,8 +474,8 @@ pub async fn login(
     limit_ip(&mut conn, &state, "login", &client).await?;
     // Failures are counted per (account, address), and per account across addresses with a
     // far higher bar, so a victim elsewhere can still sign in.
-    let pair_key = format!("login_fail:{email}:{}", client.ip_key());
-    let account_key = format!("login_fail:{email}");
+    let pair_key = rate_limit::Key::with_ip("login_fail", &email, client.ip_key());
+    let account_key = rate_limit::Key::new("login_fail", &email);
     rate_limit::check(&mut conn, &pair_key, auth.max_failed_logins, auth.lockout).await?;
     rate_limit::check(
         &mut conn,
@@ -720,7 +719,7 @@ pub async fn forgot_password(
     // A per-address cap keeps anyone from flooding a victim's inbox; silently, like the rest.
     let within_cap = rate_limit::hit(
         &mut conn,
-        &format!("forgot:{}", users::normalize_email(&email)),
+        rate_limit::Key::new("forgot", &users::normalize_email(&email)),
         3,
         Duration::from_secs(3600),
     )
