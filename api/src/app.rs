@@ -204,6 +204,8 @@ struct OrphanRow {
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
+    /// `/metrics` on a listener of its own, when `GI2_METRICS_BIND` is set.
+    metrics_server: Option<actix_web::dev::Server>,
     state: AppState,
     with_workers: bool,
 }
@@ -213,11 +215,22 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (GI2_BIND): {e}", config.bind))?;
         let port = listener.local_addr()?.port();
+        let metrics_listener = config
+            .metrics_bind
+            .map(|addr| {
+                TcpListener::bind(addr)
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (GI2_METRICS_BIND): {e}"))
+            })
+            .transpose()?;
         let state = build_state(config).await?;
         let server = crate::http::server::start(listener, state.clone())?;
+        let metrics_server = metrics_listener
+            .map(|listener| crate::http::server::start_metrics(listener, state.clone()))
+            .transpose()?;
         Ok(Self {
             port,
             server,
+            metrics_server,
             state,
             with_workers,
         })
@@ -235,6 +248,9 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let handle: ServerHandle = self.server.handle();
         let server = tokio::spawn(self.server);
+        let metrics = self
+            .metrics_server
+            .map(|metrics| (metrics.handle(), tokio::spawn(metrics)));
         // Until this connects, the read cache serves nothing and every read goes to the database.
         if self.state.read_cache.enabled() {
             tokio::spawn(crate::db::listen::listen(
@@ -266,6 +282,10 @@ impl Application {
         tracing::info!("shutting down: finishing in-flight requests and jobs");
         handle.stop(true).await;
         server.await??;
+        if let Some((handle, metrics)) = metrics {
+            handle.stop(true).await;
+            metrics.await??;
+        }
         if let Some(workers) = workers {
             workers.await??;
         }

@@ -85,6 +85,10 @@ pub struct Config {
     /// (`read_cache.rs`); 0 turns the cache off.
     pub read_cache_users: usize,
     pub max_json_bytes: usize,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>`.
+    pub metrics_token: Option<Secret>,
+    /// When set, `/metrics` is served on its own listener here (and no longer on `bind`).
+    pub metrics_bind: Option<SocketAddr>,
     pub storage: StorageConfig,
     /// HMAC key for signed URLs of the local object store.
     pub url_signing_key: Secret,
@@ -133,8 +137,9 @@ pub struct AuthConfig {
     /// Failed passwords per account and IP before that pair is locked out for `lockout`.
     pub max_failed_logins: i32,
     pub lockout: Duration,
-    /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
-    pub trust_forwarded_for: bool,
+    /// Proxies of ours in front of the API, each appending to `X-Forwarded-For`: the client
+    /// IP is the entry this many places from the right (0: the TCP peer). See `auth::client`.
+    pub trusted_proxy_hops: usize,
     pub privacy_policy_version: String,
     pub privacy_policy_updated_at: String,
     pub privacy_policy_url: String,
@@ -409,7 +414,7 @@ impl Config {
             rate_window: Duration::from_secs(env.parse_min("AUTH_RATE_WINDOW_SECS", "60", 1)?),
             max_failed_logins: env.parse_min("MAX_FAILED_LOGINS", "5", 1)?,
             lockout: Duration::from_secs(env.parse_min("LOCKOUT_SECS", "900", 1)?),
-            trust_forwarded_for: env.parse("TRUST_FORWARDED_FOR", "false")?,
+            trusted_proxy_hops: env.trusted_proxy_hops()?,
             privacy_policy_version: env
                 .get("PRIVACY_POLICY_VERSION")
                 .unwrap_or_else(|| "2026-11-01".into()),
@@ -560,6 +565,21 @@ impl Config {
             ));
         }
 
+        let metrics_token = env.get("METRICS_TOKEN").map(Secret::new);
+        if metrics_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            return Err(env.error("METRICS_TOKEN", "must be at least 16 characters"));
+        }
+        let metrics_bind: Option<SocketAddr> = match env.get("METRICS_BIND") {
+            Some(_) => Some(env.parse("METRICS_BIND", "")?),
+            None => None,
+        };
+        if metrics_bind == Some(bind) {
+            return Err(env.error("METRICS_BIND", "must differ from GI2_BIND"));
+        }
+
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -576,6 +596,8 @@ impl Config {
             http_workers: env.parse_min("HTTP_WORKERS", &cpus.to_string(), 1)?,
             read_cache_users: env.parse("READ_CACHE_USERS", "10000")?,
             max_json_bytes: env.parse_min("MAX_JSON_BYTES", "1048576", 1024)?,
+            metrics_token,
+            metrics_bind,
             storage,
             url_signing_key,
             signed_url_ttl: Duration::from_secs(env.parse_min("SIGNED_URL_TTL_SECS", "900", 1)?),
@@ -682,6 +704,22 @@ impl Vars {
         Ok(value)
     }
 
+    /// `TRUSTED_PROXY_HOPS`, or the older `TRUST_FORWARDED_FOR=true`, which means one proxy.
+    fn trusted_proxy_hops(&self) -> Result<usize, ConfigError> {
+        let legacy: bool = self.parse("TRUST_FORWARDED_FOR", "false")?;
+        let hops: usize = self.parse("TRUSTED_PROXY_HOPS", if legacy { "1" } else { "0" })?;
+        if legacy && hops == 0 {
+            return Err(self.error(
+                "TRUSTED_PROXY_HOPS",
+                "0 contradicts GI2_TRUST_FORWARDED_FOR=true (one proxy); unset one of them",
+            ));
+        }
+        if hops > 10 {
+            return Err(self.error("TRUSTED_PROXY_HOPS", "must be at most 10"));
+        }
+        Ok(hops)
+    }
+
     /// A provider is on when its client id is set; then its secret is required too.
     fn oauth_provider(
         &self,
@@ -758,6 +796,33 @@ mod tests {
             2,
             "both ephemeral keys are announced"
         );
+    }
+
+    #[test]
+    fn proxy_hops_default_to_none_and_the_older_switch_means_one() {
+        let hops = |pairs: &[(&str, &str)]| {
+            Config::from_vars(vars(pairs)).map(|c| c.auth.trusted_proxy_hops)
+        };
+        assert_eq!(hops(&[]).unwrap(), 0);
+        assert_eq!(hops(&[("GI2_TRUST_FORWARDED_FOR", "true")]).unwrap(), 1);
+        assert_eq!(hops(&[("GI2_TRUSTED_PROXY_HOPS", "2")]).unwrap(), 2);
+        let err = hops(&[
+            ("GI2_TRUST_FORWARDED_FOR", "true"),
+            ("GI2_TRUSTED_PROXY_HOPS", "0"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "GI2_TRUSTED_PROXY_HOPS");
+        assert!(hops(&[("GI2_TRUSTED_PROXY_HOPS", "-1")]).is_err());
+    }
+
+    #[test]
+    fn metrics_protection_is_checked() {
+        let err = Config::from_vars(vars(&[("GI2_METRICS_TOKEN", "short")])).unwrap_err();
+        assert_eq!(err.var, "GI2_METRICS_TOKEN");
+        let err = Config::from_vars(vars(&[("GI2_METRICS_BIND", "127.0.0.1:8080")])).unwrap_err();
+        assert_eq!(err.var, "GI2_METRICS_BIND");
+        let config = Config::from_vars(vars(&[("GI2_METRICS_BIND", "127.0.0.1:9090")])).unwrap();
+        assert_eq!(config.metrics_bind.unwrap().port(), 9090);
     }
 
     #[test]

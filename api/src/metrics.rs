@@ -1,10 +1,39 @@
 //! Prometheus metrics: HTTP traffic by route, database pool use, job queue depth, read-cache
-//! hits.
+//! hits. Every label takes values from a bounded set (see `http::metrics`), and operators can
+//! keep `/metrics` to themselves: `GI2_METRICS_TOKEN` ([`authorized`]) and/or
+//! `GI2_METRICS_BIND` (a listener of its own, `http::server::start_metrics`).
 
+use actix_web::http::header::HeaderValue;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
+
+/// Whether a request with this `Authorization` header may read the metrics: always when no
+/// token is configured, else only with `Bearer <token>` (compared in constant time).
+pub fn authorized(token: Option<&Secret>, authorization: Option<&HeaderValue>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let Some(given) = authorization
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, given)| given.trim())
+    else {
+        return false;
+    };
+    // Digests, so the comparison takes as long whatever the lengths.
+    let (expected, given) = (
+        Sha256::digest(token.expose().as_bytes()),
+        Sha256::digest(given.as_bytes()),
+    );
+    expected.ct_eq(&given).into()
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -108,5 +137,34 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_configured_bearer_token_reads_protected_metrics() {
+        let token = Secret::new("metrics-token-0123456789");
+        let header = |v: &str| HeaderValue::from_str(v).unwrap();
+        assert!(authorized(None, None));
+        assert!(authorized(
+            Some(&token),
+            Some(&header("Bearer metrics-token-0123456789"))
+        ));
+        assert!(authorized(
+            Some(&token),
+            Some(&header("bearer metrics-token-0123456789"))
+        ));
+        for refused in [
+            None,
+            Some(header("Bearer metrics-token-012345678")),
+            Some(header("Bearer ")),
+            Some(header("Basic metrics-token-0123456789")),
+            Some(header("metrics-token-0123456789")),
+        ] {
+            assert!(!authorized(Some(&token), refused.as_ref()), "{refused:?}");
+        }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Correctness rests on invalidation, expiry is only a backstop:
 //! - triggers on the tables these reads come from NOTIFY [`CHANNEL`] with the user's id on
-//!   commit (migration `000140`), whichever process or tool made the change;
+//!   commit (`a:<id>` or `g:<id>`, migration `000140`), whichever process or tool made the
+//!   change;
 //! - a change made in this process marks its user as being written ([`ReadCache::writing`])
 //!   from before it touches anything until after it committed, so nothing cached here is
 //!   served while the change may already be visible elsewhere;
@@ -314,6 +315,16 @@ impl Drop for WriteGuard {
     }
 }
 
+/// The user a change notification names (migration `000140`): `a:<user id>` when one of their
+/// credentials changed (the user row, a session, an API key), `g:<user id>` when one of their
+/// generations did. Either forgets all the user keeps here: a change is rare next to reads.
+fn changed_user(payload: &str) -> Option<Uuid> {
+    match payload.split_once(':')? {
+        ("a" | "g", id) => id.parse().ok(),
+        _ => None,
+    }
+}
+
 impl crate::db::listen::Subscriber for ReadCache {
     fn listening(&self) {
         let mut inner = self.lock();
@@ -322,10 +333,10 @@ impl crate::db::listen::Subscriber for ReadCache {
     }
 
     fn notified(&self, payload: &str) {
-        match payload.parse::<Uuid>() {
-            Ok(user) => self.invalidate(user),
+        match changed_user(payload) {
+            Some(user) => self.invalidate(user),
             // Unknown payloads cannot be scoped to a user: forget everyone.
-            Err(_) => {
+            None => {
                 tracing::warn!(
                     payload,
                     "unexpected change notification; clearing the read cache"
@@ -369,9 +380,33 @@ mod tests {
         let (user, sid) = (Uuid::new_v4(), Uuid::new_v4());
         cache.keep_session(cache.stamp(), user, sid, check());
         assert!(cache.session(user, sid).is_some());
-        cache.notified(&Uuid::new_v4().to_string());
+        cache.notified(&format!("a:{}", Uuid::new_v4()));
+        cache.notified(&format!("g:{}", Uuid::new_v4()));
         assert!(cache.session(user, sid).is_some(), "another user's change");
-        cache.notified(&user.to_string());
+        cache.notified(&format!("a:{user}"));
+        assert!(cache.session(user, sid).is_none());
+        cache.keep_session(cache.stamp(), user, sid, check());
+        cache.notified(&format!("g:{user}"));
+        assert!(cache.session(user, sid).is_none());
+    }
+
+    #[test]
+    fn what_the_triggers_send_names_one_user_and_anything_else_forgets_everyone() {
+        let user = Uuid::new_v4();
+        assert_eq!(changed_user(&format!("a:{user}")), Some(user));
+        assert_eq!(changed_user(&format!("g:{user}")), Some(user));
+        for unknown in [
+            user.to_string(),
+            format!("x:{user}"),
+            "a:".into(),
+            "".into(),
+        ] {
+            assert_eq!(changed_user(&unknown), None, "{unknown}");
+        }
+        let cache = listening(10);
+        let sid = Uuid::new_v4();
+        cache.keep_session(cache.stamp(), user, sid, check());
+        cache.notified("something else");
         assert!(cache.session(user, sid).is_none());
     }
 
@@ -380,7 +415,7 @@ mod tests {
         let cache = listening(10);
         let user = Uuid::new_v4();
         let stamp = cache.stamp();
-        cache.notified(&user.to_string());
+        cache.notified(&format!("g:{user}"));
         cache.keep_page(stamp, user, "p".into(), Bytes::from_static(b"old"), MAX_AGE);
         assert!(cache.page(user, "p").is_none());
         // Read after the invalidation: kept.
@@ -432,7 +467,7 @@ mod tests {
         let cache = listening(1);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let stamp = cache.stamp();
-        cache.notified(&a.to_string());
+        cache.notified(&format!("a:{a}"));
         // b's entry evicts a's tombstone, and with it the record of a's invalidation.
         cache.keep_page(cache.stamp(), b, "p".into(), Bytes::new(), MAX_AGE);
         cache.keep_page(stamp, a, "p".into(), Bytes::new(), MAX_AGE);

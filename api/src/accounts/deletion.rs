@@ -8,9 +8,9 @@
 //! 2. Drop the user's queued generation and export jobs and wait for running ones, which
 //!    could still write objects.
 //! 3. Delete every object under `users/{id}/` (images, reference images, exports).
-//! 4. In one transaction: delete the user's other mails, rate-limit windows, idempotency
-//!    records and jobs naming the user or their rows, then the user row. Everything else
-//!    cascades; `billing_transactions` rows stay for bookkeeping with `user_id` set NULL by
+//! 4. In one transaction: delete the user's other mails, rate-limit windows (exactly those of
+//!    the user's address and id), idempotency records and jobs naming the user or their rows,
+//!    then the user row. Everything else cascades; `billing_transactions` rows stay for bookkeeping with `user_id` set NULL by
 //!    their foreign key, keeping only the random `anonymous_user_id` (they never hold a
 //!    name or an address).
 //! 5. Delete the objects once more, for anything written between 3 and 4.
@@ -35,6 +35,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::{
+    accounts::users as accounts,
+    auth::rate_limit,
     billing,
     db::schema::{outbox_mails, subscriptions, users},
     jobs::{self, JobContext, JobError, JobHandler, NewJob},
@@ -278,14 +280,10 @@ async fn erase_rows(
         .bind::<Nullable<SqlUuid>, _>(confirmation)
         .execute(conn)
         .await?;
-        // Lockout windows keyed by address (`login_fail:`, `forgot:`) or id (`resend:`).
-        diesel::sql_query(
-            "DELETE FROM rate_limits WHERE strpos(lower(key), lower($1)) > 0 OR strpos(key, $2::text) > 0",
-        )
-        .bind::<Text, _>(&email)
-        .bind::<SqlUuid, _>(user_id)
-        .execute(conn)
-        .await?;
+        // Rate-limit windows of exactly this address (sign-in failures, reset mails) and this
+        // id (resends, support requests, deletion attempts); nobody else's.
+        let (address, id) = (accounts::normalize_email(&email), user_id.to_string());
+        rate_limit::forget(conn, &[&address, &id]).await?;
         // Replayable answers are stored by hash of the caller only; find the user's by what
         // they say: the user's id or address, or the id of one of their generations or
         // reference images.

@@ -14,16 +14,16 @@ use crate::{accounts::users, config::AuthConfig, error::ApiError};
 
 /// The counters of one account as seen from one client address.
 pub struct PasswordAttempts {
-    pair: String,
-    account: String,
+    pair: rate_limit::Key,
+    account: rate_limit::Key,
 }
 
 impl PasswordAttempts {
     pub fn new(email: &str, client: &ClientInfo) -> Self {
         let email = users::normalize_email(email);
         Self {
-            pair: format!("login_fail:{email}:{}", client.ip_key()),
-            account: format!("login_fail:{email}"),
+            pair: rate_limit::Key::with_ip("login_fail", &email, client.ip_key()),
+            account: rate_limit::Key::new("login_fail", &email),
         }
     }
 
@@ -56,4 +56,13 @@ impl PasswordAttempts {
     pub async fn succeeded(&self, conn: &mut AsyncPgConnection) -> Result<(), ApiError> {
         rate_limit::clear(conn, &self.pair).await
     }
+}
+
+/// A password reset proves the mailbox: the account's wrong-password windows end, from every
+/// address. Windows are stored hashed, so this ends every window of the address as subject
+/// (the forgot-password cap too, which the reset has just made moot).
+pub async fn lift(conn: &mut AsyncPgConnection, email: &str) -> Result<(), diesel::result::Error> {
+    rate_limit::forget(conn, &[&users::normalize_email(email)])
+        .await
+        .map(drop)
 }

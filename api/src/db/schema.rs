@@ -124,6 +124,7 @@ diesel::table! {
         key -> Text,
         window_start -> Timestamptz,
         count -> Int4,
+        subject -> Text,
     }
 }
 

@@ -100,6 +100,26 @@ pub fn start(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
     Ok(server)
 }
 
+/// The metrics listener (`GI2_METRICS_BIND`): `/metrics` and nothing else, for a scraper on
+/// a network the public never reaches.
+pub fn start_metrics(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
+    let state = web::Data::new(state);
+    let server = actix_web::HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/metrics", web::get().to(crate::routes::ops::serve_metrics))
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(crate::error::ApiError::NotFound)
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
 /// Building the route chain and the document on every worker allocates several MiB that is
 /// freed once the workers are up, but glibc keeps it (a third of the idle footprint). Give it
 /// back once they are.

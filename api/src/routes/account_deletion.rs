@@ -83,7 +83,7 @@ pub async fn delete_me(
     if let Some(stored) = user.password_hash.as_deref() {
         let config = &state.config.auth;
         // A stolen access token must not make this a password oracle.
-        let fail_key = format!("delete_account_fail:{}", user.id);
+        let fail_key = rate_limit::Key::new("delete_account_fail", &user.id.to_string());
         rate_limit::check(
             &mut conn,
             &fail_key,

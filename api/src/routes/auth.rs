@@ -100,10 +100,9 @@ async fn limit_ip(
     route: &str,
     client: &ClientInfo,
 ) -> Result<(), ApiError> {
-    let key = format!("ip:{route}:{}", client.ip_key());
     rate_limit::hit(
         conn,
-        &key,
+        rate_limit::Key::new(&format!("{route}_per_ip"), client.ip_key()),
         state.config.auth.rate_per_ip_per_minute,
         state.config.auth.rate_window,
     )
@@ -404,7 +403,7 @@ pub async fn resend_verification(
     let mut conn = state.pool.get().await?;
     rate_limit::hit(
         &mut conn,
-        &format!("resend:{}", auth.user_id),
+        rate_limit::Key::new("resend", &auth.user_id.to_string()),
         3,
         Duration::from_secs(600),
     )
@@ -716,7 +715,7 @@ pub async fn forgot_password(
     // A per-address cap keeps anyone from flooding a victim's inbox; silently, like the rest.
     let within_cap = rate_limit::hit(
         &mut conn,
-        &format!("forgot:{}", users::normalize_email(&email)),
+        rate_limit::Key::new("forgot", &users::normalize_email(&email)),
         3,
         Duration::from_secs(3600),
     )
@@ -815,21 +814,36 @@ pub async fn reset_password(
     let hash = password::hash(&state.config.auth, &body.password).await?;
     conn.transaction::<_, ApiError, _>(async |conn| {
         let client = &client;
-            consume_email_token(conn, &body.token, "reset_password").await?.filter(|id| *id == user.id).ok_or_else(invalid)?;
-            diesel::update(users_t::table.find(user.id))
-                .set((users_t::password_hash.eq(&hash), users_t::updated_at.eq(diesel::dsl::now)))
-                .execute(conn)
-                .await?;
-            // Receiving the mail proves the address: what anyone made before ends.
-            ownership::prove(conn, user.id, Proof::PasswordReset, client).await?;
-            let normalized = users::normalize_email(&user.email);
-            diesel::sql_query("DELETE FROM rate_limits WHERE key = 'login_fail:' || $1 OR starts_with(key, 'login_fail:' || $1 || ':')")
-                .bind::<diesel::sql_types::Text, _>(&normalized)
-                .execute(conn)
-                .await?;
-            activity::record(conn, user.id, activity::ActivityKind::PasswordReset, client, serde_json::json!({})).await?;
-            mail::queue(conn, &user.email, "password_changed", serde_json::json!({ "name": user.name, "ip": client.ip_key() })).await?;
-            Ok(())
+        consume_email_token(conn, &body.token, "reset_password")
+            .await?
+            .filter(|id| *id == user.id)
+            .ok_or_else(invalid)?;
+        diesel::update(users_t::table.find(user.id))
+            .set((
+                users_t::password_hash.eq(&hash),
+                users_t::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        // Receiving the mail proves the address: what anyone made before ends.
+        ownership::prove(conn, user.id, Proof::PasswordReset, client).await?;
+        lockout::lift(conn, &user.email).await?;
+        activity::record(
+            conn,
+            user.id,
+            activity::ActivityKind::PasswordReset,
+            client,
+            serde_json::json!({}),
+        )
+        .await?;
+        mail::queue(
+            conn,
+            &user.email,
+            "password_changed",
+            serde_json::json!({ "name": user.name, "ip": client.ip_key() }),
+        )
+        .await?;
+        Ok(())
     })
     .await?;
     // Not signed in, so no write guard: the ended sessions are forgotten before the answer.

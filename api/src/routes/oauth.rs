@@ -195,7 +195,7 @@ pub async fn authorize(
     let mut conn = state.pool.get().await?;
     rate_limit::hit(
         &mut conn,
-        &format!("ip:oauth:{}", client.ip_key()),
+        rate_limit::Key::new("oauth_per_ip", client.ip_key()),
         state.config.auth.rate_per_ip_per_minute,
         state.config.auth.rate_window,
     )
@@ -340,7 +340,7 @@ pub async fn callback(
     let mut conn = state.pool.get().await?;
     rate_limit::hit(
         &mut conn,
-        &format!("ip:oauth_callback:{}", client.ip_key()),
+        rate_limit::Key::new("oauth_callback_per_ip", client.ip_key()),
         state.config.auth.rate_per_ip_per_minute,
         state.config.auth.rate_window,
     )

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, get, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, get, http::header, web};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -133,14 +133,40 @@ async fn check_store(state: &AppState) -> Result<(), String> {
     }
 }
 
-/// Prometheus metrics in the text exposition format.
+/// Prometheus metrics in the text exposition format. With `GI2_METRICS_TOKEN` set it needs
+/// `Authorization: Bearer <token>`; with `GI2_METRICS_BIND` set it is served only there.
 #[utoipa::path(
     tag = "ops",
     operation_id = "metrics",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "`unauthorized`: a metrics token is configured and was not sent", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: metrics are served on their own listener", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/metrics")]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if state.config.metrics_bind.is_some() {
+        return Err(ApiError::NotFound);
+    }
+    serve_metrics(state, req).await
+}
+
+/// `/metrics` itself, on whichever listener serves it.
+pub async fn serve_metrics(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let authorization = req.headers().get(header::AUTHORIZATION);
+    if !crate::metrics::authorized(state.config.metrics_token.as_ref(), authorization) {
+        return Err(ApiError::unauthorized(
+            "unauthorized",
+            "Send `Authorization: Bearer <metrics token>`.",
+        ));
+    }
     let status = state.pool.status();
     state.metrics.pool_size.set(status.size as i64);
     state.metrics.pool_available.set(status.available as i64);
@@ -158,7 +184,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                 .set(count);
         }
     }
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/plain; version=0.0.4"))
-        .body(state.metrics.render())
+        .body(state.metrics.render()))
 }

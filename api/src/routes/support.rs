@@ -131,7 +131,7 @@ pub async fn create_support_request(
     // Counted after validation, so a typo does not use up the hour.
     rate_limit::hit(
         &mut conn,
-        &format!("support:{}", auth.user_id),
+        rate_limit::Key::new("support", &auth.user_id.to_string()),
         REQUESTS_PER_HOUR,
         Duration::from_secs(3600),
     )

@@ -177,8 +177,10 @@ async fn attacker_relays_phishing_through_the_support_copy_to_an_address_they_do
     );
 
     // Once the address is proven, its owner gets copies again.
+    // (Verifying ends every earlier session: the owner signs in again.)
     verify_email(&app, &attacker).await;
-    support_request(&app, &attacker.access_token, "A real question", "Hello").await;
+    let (owner, _) = app.login_mobile(victim, PASSWORD).await;
+    support_request(&app, &owner, "A real question", "Hello").await;
     assert_eq!(
         app.count(
             "SELECT count(*) FROM outbox_mails
