@@ -45,7 +45,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Prometheus metrics in the text exposition format. */
+        /**
+         * Prometheus metrics in the text exposition format. With `GI2_METRICS_TOKEN` set it needs
+         *     `Authorization: Bearer <token>`; with `GI2_METRICS_BIND` set it is served only there.
+         */
         get: operations["metrics"];
         put?: never;
         post?: never;
@@ -148,12 +151,16 @@ export interface paths {
          * @description Redeems the code and reads the provider's profile. An account already linked to this
          *     login is signed in; otherwise a **verified** provider email links to the account with
          *     that email, or creates one (no password; email verified; analytics and marketing consent
-         *     off). An unverified provider email never links or creates anything.
+         *     off). An unverified provider email never links or creates anything. Linking into an
+         *     account whose address was not verified removes its password and ends its sessions and API
+         *     keys and replaces its webhook secret: whoever registered it never proved the address.
          *
          *     The browser is redirected to `redirect_to` with `signed_in=1` and the refresh cookie,
          *     or with `error=` one of `access_denied` (the user declined), `provider_error` (the
          *     provider failed or refused the code), `email_not_verified`, `account_disabled`,
-         *     `identity_conflict` (the account is linked to another login of this provider).
+         *     `identity_conflict` (the account is linked to another login of this provider),
+         *     `oauth_state_mismatch` (this browser did not start this sign-in: its `gi2_oauth_state`
+         *     cookie is missing or belongs to another sign-in). Every redirect clears that cookie.
          */
         get: operations["oauthCallback"];
         put?: never;
@@ -193,7 +200,13 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Set a new password with the token from the reset mail; ends every session. */
+        /**
+         * Set a new password with the token from the reset mail.
+         * @description The mail proves the address, so this is how an account is recovered: every session ends,
+         *     every API key is revoked and the webhook secret is replaced (whoever only knew the old
+         *     password loses what it opened), and the address counts as verified. Accounts without a
+         *     password (Google/GitHub sign-in) set their first one this way.
+         */
         post: operations["resetPassword"];
         delete?: never;
         options?: never;
@@ -253,7 +266,13 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Confirm the email address with the token from the verification mail. */
+        /**
+         * Confirm the email address with the token from the verification mail.
+         * @description Following the link proves the mailbox. The first time, every session (the one that
+         *     registered included) and every API key made before it end and the webhook secret is
+         *     replaced, in case someone else registered the address first: sign in again afterwards.
+         *     This request signs no one in.
+         */
         post: operations["verifyEmail"];
         delete?: never;
         options?: never;
@@ -304,7 +323,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Open the provider's hosted checkout for a plan (subscription) or a credit pack. */
+        /**
+         * Open the provider's hosted checkout for a plan (subscription) or a credit pack.
+         * @description Needs a verified email address (403 `email_unverified` before).
+         */
         post: operations["createCheckout"];
         delete?: never;
         options?: never;
@@ -466,6 +488,10 @@ export interface paths {
          *     `partial_image` for each partial image a streaming model sends, then `completed` (the full
          *     generation, with image links), `failed`, `canceled` or `deleted`, and the stream ends. A
          *     comment line every 15 s keeps proxies from closing an idle stream.
+         * @description The stream lives no longer than its credential: it is checked again before each event
+         *     and every 2 s, and once the session is signed out or revoked, the access token expired,
+         *     or the API key revoked, the stream ends without another event (a client reconnecting
+         *     with a fresh token picks up from the current status).
          */
         get: operations["streamGenerationEvents"];
         put?: never;
@@ -583,7 +609,11 @@ export interface paths {
         /** The API keys not revoked (expired ones included, flagged), newest first. */
         get: operations["listApiKeys"];
         put?: never;
-        /** Create an API key; its secret is in this response only. */
+        /**
+         * Create an API key; its secret is in this response only.
+         * @description Needs a verified email address (403 `email_unverified` before): a key outlives sessions,
+         *     and until the address is proven the account may not be its owner's.
+         */
         post: operations["createApiKey"];
         delete?: never;
         options?: never;
@@ -691,7 +721,7 @@ export interface paths {
         /**
          * Unlink a Google or GitHub login.
          * @description Refused while it is the account's only way to sign in (no password, no other login):
-         *     set a password first.
+         *     set a password first, with the link `POST /v1/auth/password/forgot` mails.
          */
         delete: operations["unlinkIdentity"];
         options?: never;
@@ -708,7 +738,16 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Change the password; every other session is signed out. */
+        /**
+         * Change the password; every other session is signed out.
+         * @description Wrong current passwords count like failed sign-ins (same lockout: 429 with `Retry-After`),
+         *     so a stolen access token does not make the password guessable.
+         *
+         *     An account without a password (created with Google/GitHub) cannot set its first one here:
+         *     an access token alone would turn into a permanent way in. It gets 403
+         *     `password_setup_requires_email`; the owner sets one through the mailed link instead
+         *     (`POST /v1/auth/password/forgot`, then `POST /v1/auth/password/reset`).
+         */
         post: operations["changePassword"];
         delete?: never;
         options?: never;
@@ -767,6 +806,9 @@ export interface paths {
          *     `{id, status, cost_credits, error, images: [{id, width, height, format, bytes}]}`; fetch
          *     the generation for image links. Answer 2xx to acknowledge; 410 stops retries; anything
          *     else (or no answer within 10 s) is retried with backoff, up to 8 attempts.
+         *
+         *     Needs a verified email address (403 `email_unverified` before). Proving the address later
+         *     (verification link, Google/GitHub sign-in, password reset) replaces the secret.
          */
         get: operations["getWebhookSecret"];
         put?: never;
@@ -846,7 +888,10 @@ export interface paths {
         /** The support requests you sent, newest first. */
         get: operations["listSupportRequests"];
         put?: never;
-        /** Write to support; the request is mailed to the support team and a copy to you. */
+        /**
+         * Write to support; the request is mailed to the support team and, once your email address
+         *     is verified, a copy to you.
+         */
         post: operations["createSupportRequest"];
         delete?: never;
         options?: never;
@@ -897,7 +942,7 @@ export interface components {
          * @example signed_in
          * @enum {string}
          */
-        ActivityKind: "signed_up" | "signed_in" | "sign_in_failed" | "signed_out" | "email_verified" | "password_changed" | "password_reset" | "password_reset_requested" | "session_revoked" | "refresh_token_reused" | "profile_updated" | "consent_changed" | "api_key_created" | "api_key_revoked" | "identity_linked" | "identity_unlinked" | "account_deletion_requested";
+        ActivityKind: "signed_up" | "signed_in" | "sign_in_failed" | "signed_out" | "email_verified" | "password_changed" | "password_reset" | "password_reset_requested" | "session_revoked" | "refresh_token_reused" | "profile_updated" | "consent_changed" | "api_key_created" | "api_key_revoked" | "identity_linked" | "identity_unlinked" | "account_deletion_requested" | "credentials_revoked";
         /**
          * @description A page of `ActivityView`; `next_cursor` continues it.
          * @example {
@@ -1088,14 +1133,17 @@ export interface components {
             plans: components["schemas"]["Plan"][];
         };
         /**
-         * @description A new password, and the current one when the account has one.
+         * @description The current password and the new one.
          * @example {
          *       "current_password": "correct horse battery staple",
          *       "password": "a brand new horse battery"
          *     }
          */
         ChangePasswordRequest: {
-            /** @description Required when the account has a password; Google/GitHub-only accounts set their first one without it. */
+            /**
+             * @description The account's current password. Accounts without one (Google/GitHub only) cannot use
+             *     this route: they set a first password through the mailed reset link.
+             */
             current_password?: string | null;
             /** @example a brand new horse battery */
             password: string;
@@ -1604,7 +1652,8 @@ export interface components {
              */
             size?: string;
             /**
-             * @description https URL that receives a signed POST when the generation finishes.
+             * @description https URL that receives a signed POST when the generation finishes. Needs a verified
+             *     email address (403 `email_unverified` before).
              * @example https://hooks.example.com/gptimage2
              */
             webhook_url?: string | null;
@@ -1938,6 +1987,15 @@ export interface components {
             /** @description A short-lived signed link to the partial image. */
             url: string;
         };
+        /**
+         * @description Why a payment was recorded without credits: it did not pay the catalog price of what
+         *     it claims to buy (another amount or currency), or bought a product that is not in the
+         *     catalog while its metadata names an item that is. An operator settles it (refund, or a
+         *     grant by hand).
+         * @example amount_mismatch
+         * @enum {string}
+         */
+        PaymentFlag: "amount_mismatch" | "currency_mismatch" | "unknown_product";
         Plan: {
             creem_product_id?: string | null;
             /** @example usd */
@@ -2397,6 +2455,7 @@ export interface components {
          *           "credits": 100,
          *           "credits_lost": 0,
          *           "currency": "usd",
+         *           "flag": null,
          *           "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
          *           "item_id": "pack_100",
          *           "kind": "purchase",
@@ -2420,6 +2479,7 @@ export interface components {
          *       "credits": 100,
          *       "credits_lost": 0,
          *       "currency": "usd",
+         *       "flag": null,
          *       "id": "0193a1d2-7c1e-7b3a-9f00-3e1c2b4d5a6f",
          *       "item_id": "pack_100",
          *       "kind": "purchase",
@@ -2449,6 +2509,7 @@ export interface components {
             credits_lost: number;
             /** @example usd */
             currency: string;
+            flag?: components["schemas"]["PaymentFlag"] | null;
             /** Format: uuid */
             id: string;
             item_id?: string | null;
@@ -2730,6 +2791,26 @@ export interface operations {
                     "text/plain; version=0.0.4": string;
                 };
             };
+            /** @description `unauthorized`: a metrics token is configured and was not sent */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `not_found`: metrics are served on their own listener */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             431: components["responses"]["HeadersTooLarge"];
         };
     };
@@ -2921,6 +3002,8 @@ export interface operations {
                 headers: {
                     /** @description The provider's authorization URL */
                     Location?: string;
+                    /** @description The `gi2_oauth_state` HttpOnly, SameSite=Lax cookie (Path: the provider's callback, 10 minutes) binding the sign-in to this browser */
+                    "Set-Cookie"?: string;
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
@@ -2984,7 +3067,7 @@ export interface operations {
                 headers: {
                     /** @description The web app's `redirect_to` URL with `signed_in=1` or `error=<code>` */
                     Location?: string;
-                    /** @description On success, the `gi2_refresh` HttpOnly cookie */
+                    /** @description On success, the `gi2_refresh` HttpOnly cookie; always, the expired `gi2_oauth_state` cookie */
                     "Set-Cookie"?: string;
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
@@ -3123,7 +3206,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Password changed; every session was signed out */
+            /** @description Password set; every session and API key ended */
             204: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -3343,7 +3426,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Email verified */
+            /** @description Email verified; earlier sessions and API keys ended */
             204: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -3527,7 +3610,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description API keys cannot buy */
+            /** @description API keys cannot buy; or `email_unverified`: the account's email address is not verified yet */
             403: {
                 headers: {
                     "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
@@ -4009,6 +4092,17 @@ export interface operations {
             };
             /** @description `insufficient_credits`, or `daily_credit_limit_exceeded` for an API key; nothing changed */
             402: {
+                headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `email_unverified`: a `webhook_url` needs a verified email address */
+            403: {
                 headers: {
                     "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -4820,7 +4914,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description API keys cannot create keys */
+            /** @description API keys cannot create keys; or `email_unverified`: the account's email address is not verified yet */
             403: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -5415,7 +5509,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description API keys cannot change passwords */
+            /** @description API keys cannot change passwords; or `password_setup_requires_email`: the account has no password yet, set one with the mailed reset link */
             403: {
                 headers: {
                     "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
@@ -5464,6 +5558,18 @@ export interface operations {
             422: {
                 headers: {
                     "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `rate_limited`: too many wrong current passwords; see `Retry-After` */
+            429: {
+                headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
@@ -5618,6 +5724,16 @@ export interface operations {
             };
             /** @description Not authenticated */
             401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `email_unverified`: the account's email address is not verified yet */
+            403: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
@@ -5786,7 +5902,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `validation_failed` on `file`: missing, empty, truncated or corrupt, or more pixels than allowed (`GI2_MAX_IMAGE_PIXELS`, 40 million by default); `idempotency_key_reused`: this key was used with a different request */
+            /** @description `image_too_large`: the header claims more than allowed, refused before decoding: more pixels than `GI2_MAX_IMAGE_PIXELS` (40 million by default), a side over 16,384, or more decoded bytes (width × height × bytes per pixel) than `GI2_MAX_IMAGE_DECODED_BYTES` (64 MiB by default); `validation_failed` on `file`: missing, empty, truncated or corrupt; `idempotency_key_reused`: this key was used with a different request */
             422: {
                 headers: {
                     "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];

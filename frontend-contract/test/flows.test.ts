@@ -393,8 +393,12 @@ describe("the SPA story", () => {
     const current = sessions.data.filter((s) => s.current);
     expect(current).toHaveLength(1);
     expect(current[0]?.client).toBe("web");
-    // Sign the (register-time) other browser session out from this one.
-    const other = sessions.data.find((s) => !s.current && s.client === "web");
+    // Verifying the address ended the register-time session; a second browser signs in, and
+    // this one signs it out.
+    const secondBrowser = spa();
+    await unwrap(secondBrowser.client.POST("/v1/auth/login", { body: { email, password } }));
+    const listed = await unwrap(api.client.GET("/v1/me/sessions"));
+    const other = listed.data.find((s) => !s.current && s.client === "web");
     expect(other).toBeTruthy();
     await unwrap(api.client.DELETE("/v1/me/sessions/{id}", { params: { path: { id: other!.id } } }));
     const after = await unwrap(api.client.GET("/v1/me/sessions"));
