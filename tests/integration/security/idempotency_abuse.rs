@@ -51,7 +51,13 @@ async fn verified_user(app: &TestApp) -> TestUser {
     user
 }
 
-async fn post_with_key(app: &TestApp, path: &str, token: &str, key: &str, body: &Value) -> Response {
+async fn post_with_key(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    key: &str,
+    body: &Value,
+) -> Response {
     app.client
         .post(app.url(path))
         .bearer_auth(token)
@@ -84,7 +90,11 @@ async fn attacker_keeps_an_api_key_copy_through_a_percent_encoded_path() {
     let user = verified_user(&app).await;
     let body = json!({"name": "ci"});
     let first = post_with_key(&app, "/v1/me/api%2Dkeys", &user.access_token, "k1", &body).await;
-    assert_eq!(first.status(), StatusCode::CREATED, "the encoded path is routed");
+    assert_eq!(
+        first.status(),
+        StatusCode::CREATED,
+        "the encoded path is routed"
+    );
     let first: Value = first.json().await.unwrap();
 
     let again = post_with_key(&app, "/v1/me/api%2Dkeys", &user.access_token, "k1", &body).await;
@@ -95,7 +105,11 @@ async fn attacker_keeps_an_api_key_copy_through_a_percent_encoded_path() {
     );
     let again: Value = again.json().await.unwrap();
     assert_ne!(again["key"], first["key"], "a new key, not a stored one");
-    assert_eq!(stored_answers(&app).await, 0, "no answer holding a secret is kept");
+    assert_eq!(
+        stored_answers(&app).await,
+        0,
+        "no answer holding a secret is kept"
+    );
 
     // Even once the session that created it ended, nothing hands the secret out again.
     sign_out(&app, &user.access_token).await;
@@ -178,7 +192,10 @@ async fn attacker_replays_an_answer_after_its_credential_was_revoked() {
     // The user's own live session still gets its retry answered.
     let retry = post_with_key(&app, "/v1/generations", &user.access_token, "g1", &body).await;
     assert_eq!(retry.status(), StatusCode::ACCEPTED);
-    assert!(replayed(&retry), "a live session of the same user is the same principal");
+    assert!(
+        replayed(&retry),
+        "a live session of the same user is the same principal"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +251,10 @@ async fn a_support_request_answer_outlives_account_erasure() {
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     eventually("the account erased", Duration::from_secs(30), || async {
         let left = app
-            .count(&format!("SELECT count(*) FROM users WHERE id = '{}'", user.id))
+            .count(&format!(
+                "SELECT count(*) FROM users WHERE id = '{}'",
+                user.id
+            ))
             .await;
         (left == 0).then_some(())
     })
@@ -242,7 +262,10 @@ async fn a_support_request_answer_outlives_account_erasure() {
     let left = app
         .count("SELECT count(*) FROM idempotency_keys WHERE convert_from(response_body, 'UTF8') LIKE '%Jane Roe%'")
         .await;
-    assert_eq!(left, 0, "the erased account's support request is still stored");
+    assert_eq!(
+        left, 0,
+        "the erased account's support request is still stored"
+    );
 }
 
 // ---- memory: a separate server process, measured from outside ---------------------------
