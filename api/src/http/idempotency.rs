@@ -311,13 +311,15 @@ fn scope_hash(req: &ServiceRequest, auth: &Auth) -> Vec<u8> {
     ])
 }
 
+/// Method, decoded path and query, body (the same fields, so the same hashes, as before the
+/// path was decoded: a retry across an upgrade still matches).
 fn request_hash(req: &ServiceRequest, body: &[u8]) -> Vec<u8> {
-    digest(&[
-        req.method().as_str().as_bytes(),
-        req.match_info().as_str().as_bytes(),
-        req.query_string().as_bytes(),
-        body,
-    ])
+    let mut target = req.match_info().as_str().to_owned();
+    if let Some(query) = req.uri().query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    digest(&[req.method().as_str().as_bytes(), target.as_bytes(), body])
 }
 
 /// Only what a client needs to read the replayed answer.
