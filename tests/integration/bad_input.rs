@@ -156,51 +156,17 @@ async fn a_100_mb_streamed_body_is_cut_off_with_413() {
     let app = app().await;
     let u = user(&app).await;
     let before = counts(&app).await;
-    // 100 chunks of 1 MiB sharing one buffer: the test itself holds 1 MiB, never 100.
-    let chunk = Bytes::from(vec![b'a'; 1 << 20]);
-    let head = Bytes::from_static(br#"{"prompt":""#);
-    // Counts the chunks the client was allowed to send: the server must answer early. Past the
-    // limit the client sends one MiB every 50 ms, so an answer that waited for the end would
-    // come after 5 s and 101 chunks. (After answering, actix reads and discards what still
-    // arrives for up to a second before closing, so the client may send more by then: the
-    // count that matters is the one when the answer arrives.)
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = sent.clone();
-    let stream = futures::stream::iter(
-        std::iter::once(head)
-            .chain(std::iter::repeat_n(chunk, 100))
-            .enumerate(),
-    )
-    .then(move |(i, c)| {
-        let counter = counter.clone();
-        async move {
-            if i > 2 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok::<_, std::io::Error>(c)
-        }
-    });
-    let res = app
-        .client
-        .post(app.url("/v1/generations"))
-        .bearer_auth(&u.access_token)
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(stream))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await;
-    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
-    match res {
-        Ok(res) => {
-            assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
-            problem(res, "100 MB body").await;
-        }
-        // The server may answer 413 and close while the client is still writing; then
-        // the client sees a broken pipe. The server must still be up.
-        Err(e) => assert!(!e.is_timeout(), "the server read the whole body: {e}"),
+    // Also with an Idempotency-Key, whose middleware reads the body before the route does: it
+    // must stop at the route's limit too.
+    for key in [None, Some("big-body")] {
+        let (res, sent) = withheld_100_mb(&app, &u, key).await;
+        let res = res.unwrap_or_else(|e| {
+            panic!("no answer while the body was withheld past the limit ({key:?}): {e}")
+        });
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE, "{key:?}");
+        problem(res, "100 MB body").await;
+        assert!(sent <= 3, "{sent} chunks sent: the rest was withheld");
     }
-    assert!(sent < 50, "the server took {sent} MiB before refusing");
     // A fresh connection: the cut-off one may linger in the client's pool.
     let fresh = reqwest::Client::new()
         .get(app.url("/healthz"))
@@ -209,6 +175,58 @@ async fn a_100_mb_streamed_body_is_cut_off_with_413() {
         .unwrap();
     assert_eq!(fresh.status(), StatusCode::OK);
     assert_eq!(counts(&app).await, before);
+}
+
+/// Streams the head of a 100 MB JSON body (its first 2 MiB, past the 1 MiB limit) and then
+/// withholds the rest until the answer arrives. A server that waited for the whole body would
+/// never answer: the request times out, however loaded the machine. (This used to pace the
+/// rest at 50 ms a MiB and count what was sent by the answer, so a server slowed past 2.5 s
+/// by a loaded machine read as one that took 50 MiB.) Returns the answer and the chunks the
+/// client had sent when it came.
+async fn withheld_100_mb(
+    app: &TestApp,
+    u: &TestUser,
+    key: Option<&str>,
+) -> (reqwest::Result<Response>, usize) {
+    // 100 chunks of 1 MiB sharing one buffer: the test itself holds 1 MiB, never 100.
+    let chunk = Bytes::from(vec![b'a'; 1 << 20]);
+    let head = Bytes::from_static(br#"{"prompt":""#);
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (answered, answer_seen) = tokio::sync::watch::channel(false);
+    let counter = sent.clone();
+    let stream = futures::stream::iter(
+        std::iter::once(head)
+            .chain(std::iter::repeat_n(chunk, 100))
+            .enumerate(),
+    )
+    .then(move |(i, c)| {
+        let counter = counter.clone();
+        let mut answer_seen = answer_seen.clone();
+        async move {
+            if i == 3 {
+                let _ = answer_seen.wait_for(|seen| *seen).await;
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, std::io::Error>(c)
+        }
+    });
+    let mut req = app
+        .client
+        .post(app.url("/v1/generations"))
+        .bearer_auth(&u.access_token)
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let res = req
+        .body(reqwest::Body::wrap_stream(stream))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+    let at_answer = sent.load(std::sync::atomic::Ordering::Relaxed);
+    // The rest may go now: the server closes the connection rather than read it.
+    let _ = answered.send(true);
+    (res, at_answer)
 }
 
 fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {

@@ -180,19 +180,32 @@ pub(super) async fn authenticate(
     Ok(auth)
 }
 
+/// Who `req` authenticates as, checked now: the `Auth` extractor's check (read cache
+/// included) without its write mark, for middleware that must know the caller before the
+/// route runs. `ApiError::Unauthorized` when no valid credential is presented.
+pub fn caller(req: &HttpRequest) -> LocalBoxFuture<'static, Result<Auth, ApiError>> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let token = bearer(req);
+    let client = ClientInfo::of(req);
+    Box::pin(async move {
+        let state =
+            state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
+        authenticate(&state, token?, client).await
+    })
+}
+
 impl FromRequest for Auth {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer(req);
-        let client = ClientInfo::of(req);
+        let auth = caller(req);
         let req = req.clone();
         Box::pin(async move {
+            let auth = auth.await?;
             let state =
                 state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
-            let auth = authenticate(&state, token?, client).await?;
             // A request that may change something holds this until it is dropped with its
             // request, after the handler committed: the user's cached reads are neither
             // served nor kept meanwhile, then forgotten (`read_cache.rs`).

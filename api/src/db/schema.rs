@@ -400,8 +400,11 @@ diesel::table! {
         response_body -> Nullable<Bytea>,
         created_at -> Timestamptz,
         completed_at -> Nullable<Timestamptz>,
+        user_id -> Nullable<Uuid>,
     }
 }
+
+diesel::joinable!(idempotency_keys -> users (user_id));
 
 diesel::table! {
     exports (id) {

@@ -2,18 +2,31 @@
 //! 24 h (`GI2_RETENTION_IDEMPOTENCY_HOURS`), so a client can retry a request whose answer it lost
 //! without paying twice.
 //!
-//! One middleware covers every `POST /v1/…` that sends the header, except `/v1/auth/…` and
-//! `/v1/webhooks/…` (sign-in and provider deliveries create nothing for a signed-in principal;
-//! webhooks have their own event-id deduplication). Keys are scoped by a SHA-256 of the caller
-//! (the verified user id of a session token, else the `Authorization` value) plus method and
-//! path, and a request is fingerprinted by the SHA-256 of method, path+query and body; only
-//! those hashes are stored.
+//! What keeps it from becoming a way to keep credentials, or to make the server hold memory:
 //!
-//! Answers below 500 (successes and 4xx alike) are stored and replayed; a 5xx, a 401, a handler
-//! error or a dropped request frees the key so the client can retry. A 401 says nothing about
-//! the request, only that its credentials did not authenticate anyone: stored, it would make
-//! a later unauthenticated call with the key a 422 `idempotency_key_reused` (or a replay)
-//! instead of its own 401, and let anonymous callers fill the table.
+//! - **Only listed routes, by the route matched.** [`GUARDED`] names the route patterns whose
+//!   answers are kept; the pattern is found by the router's own resource map on the router's
+//!   own percent-decoded path, so `/v1/me/api%2Dkeys` is `/v1/me/api-keys` here exactly as it
+//!   is for the router. Sign-in and API-key creation (their answers are credentials),
+//!   provider webhooks (deduplicated by event id), the anonymous unsubscribe link and paths
+//!   no route matches ignore the header; a unit test makes every new `POST /v1/…` choose.
+//! - **Authenticated first, every time.** The caller is checked (the `Auth` extractor's
+//!   check) before anything is read, and again before a stored answer is handed out: an
+//!   anonymous or refused caller goes straight on to the route, which answers 401 with
+//!   nothing buffered and nothing stored, and a replay needs a credential valid now. Keys
+//!   are scoped by a SHA-256 of the principal (a session's user, so a retry still matches
+//!   after a token refresh; an API key's id), method and path.
+//! - **Bounded by the route's own limit.** The body is buffered up to the JSON limit, or the
+//!   upload limit plus multipart framing on upload routes; past it the request goes on
+//!   without idempotency and the route refuses it (413) anyway.
+//! - **No credential is ever stored.** An answer that sets a cookie or says
+//!   `Cache-Control: no-store` (every answer carrying a token or secret does) is not kept.
+//! - **Owned.** Each stored answer names its user, so erasing the account erases them.
+//!
+//! A request is fingerprinted by the SHA-256 of method, path+query and body; only hashes
+//! identify callers and requests. Answers below 500 (successes and 4xx alike) are stored and
+//! replayed; a 5xx, a 401, a handler error or a dropped request frees the key so the client
+//! can retry.
 
 use actix_web::{
     Error, HttpMessage, HttpResponse, ResponseError,
@@ -30,21 +43,25 @@ use actix_web::{
 use bytes::{Bytes, BytesMut};
 use diesel::{
     QueryableByName,
-    sql_types::{Bytea, Int4, Jsonb, Nullable, Text},
+    sql_types::{Bytea, Int4, Jsonb, Nullable, Text, Uuid as SqlUuid},
 };
 use diesel_async::RunQueryDsl;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
-use crate::{db::DbPool, error::ApiError, state::AppState};
+use crate::{
+    auth::{Auth, Credential, extract::caller},
+    db::DbPool,
+    error::ApiError,
+    state::AppState,
+};
 
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 /// Set to `true` on an answer replayed from storage.
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 pub const MAX_KEY_LEN: usize = 255;
-/// Bodies are buffered up to at least this; the real bound follows the configured limits.
-const MIN_BODY_CAP: usize = 25 * 1024 * 1024;
 /// Slack over the upload limit for multipart framing.
 const MULTIPART_SLACK: usize = 1024 * 1024;
 /// Larger (or streamed) answers are not stored; the key is freed instead.
@@ -52,17 +69,50 @@ const MAX_STORED_RESPONSE: usize = 1024 * 1024;
 /// How often a request retries claiming a key that vanished between two statements.
 const CLAIM_ATTEMPTS: usize = 3;
 
-/// `true` for the requests this middleware guards: POSTs under `/v1/`, except auth and webhooks.
-pub fn applies(method: &Method, path: &str) -> bool {
-    if method != Method::POST {
-        return false;
+/// What a guarded route reads, which bounds how much of a body is buffered for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Body {
+    /// JSON, or nothing: at most `GI2_MAX_JSON_BYTES`.
+    Json,
+    /// A multipart upload: at most `GI2_MAX_UPLOAD_BYTES` plus framing.
+    Upload,
+}
+
+/// The `POST` routes whose answers are stored and replayed, by route pattern.
+const GUARDED: [(&str, Body); 8] = [
+    ("/v1/generations", Body::Json),
+    ("/v1/generations/{id}/cancel", Body::Json),
+    ("/v1/reference-images", Body::Upload),
+    ("/v1/me/exports", Body::Json),
+    ("/v1/me/password", Body::Json),
+    ("/v1/support/requests", Body::Json),
+    ("/v1/billing/checkout", Body::Json),
+    ("/v1/billing/portal", Body::Json),
+];
+
+/// `true` for the routes (by pattern, as in the OpenAPI document) whose answers are stored
+/// and replayed: the document shows the header on exactly these.
+pub fn applies(method: &Method, pattern: &str) -> bool {
+    *method == Method::POST && body_of(pattern).is_some()
+}
+
+fn body_of(pattern: &str) -> Option<Body> {
+    GUARDED
+        .iter()
+        .find(|(guarded, _)| *guarded == pattern)
+        .map(|(_, body)| *body)
+}
+
+/// The guarded route `req` is routed to, if any: the router's resource map matched against
+/// the router's percent-decoded path (never the raw one, which `%2D` or `%61` would disguise).
+fn guarded(req: &ServiceRequest) -> Option<Body> {
+    if req.method() != Method::POST {
+        return None;
     }
-    let Some(rest) = path.strip_prefix("/v1/") else {
-        return false;
-    };
-    // Creating an API key answers with its secret, which is stored nowhere but in the
-    // client's hands: a replay would mean keeping it, so key creation is not replayable.
-    !matches!(rest.split('/').next(), Some("auth" | "webhooks")) && rest != "me/api-keys"
+    body_of(
+        &req.resource_map()
+            .match_pattern(req.match_info().as_str())?,
+    )
 }
 
 /// 1–255 visible ASCII characters (no spaces).
@@ -81,9 +131,22 @@ pub async fn middleware(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    if !applies(req.method(), req.path()) || !req.headers().contains_key(HEADER) {
+    if !req.headers().contains_key(HEADER) {
         return pass(req, next).await;
     }
+    let Some(body) = guarded(&req) else {
+        return pass(req, next).await;
+    };
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return pass(req, next).await;
+    };
+    // Who calls, before anything is read: an anonymous or refused caller goes on to the
+    // route, which answers its 401 with nothing buffered and nothing stored.
+    let auth = match caller(req.request()).await {
+        Ok(auth) => auth,
+        Err(ApiError::Unauthorized { .. }) => return pass(req, next).await,
+        Err(err) => return Ok(req.error_response(err)),
+    };
     let mut keys = req.headers().get_all(HEADER);
     let key = match (keys.next(), keys.next()) {
         (Some(value), None) if valid_key(value.as_bytes()) => {
@@ -91,11 +154,8 @@ pub async fn middleware(
         }
         _ => return Ok(req.error_response(invalid_key())),
     };
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
-        return pass(req, next).await;
-    };
-    let cap = body_cap(&state);
-    // Above the cap the body exceeds every route's limit, so the handler refuses it (413)
+    let cap = body_cap(&state, body);
+    // Above the cap the body exceeds the route's limit, so the route refuses it (413)
     // without creating anything: no need to buffer it here.
     let declared = req
         .headers()
@@ -111,19 +171,24 @@ pub async fn middleware(
     };
     req.set_payload(Payload::from(body.clone()));
 
-    let scope = scope_hash(&req, &state);
-    let fingerprint = request_hash(&req, &body);
     let mut claim = Claim {
         pool: state.pool.clone(),
-        scope,
+        scope: scope_hash(&req, &auth),
         key,
-        request_hash: fingerprint,
+        request_hash: request_hash(&req, &body),
+        user_id: auth.user_id,
         kept_secs: state.config.retention.idempotency.as_secs() as i64,
         settled: true,
     };
     match claim.acquire().await {
         Ok(Acquired::Owner) => claim.settled = false,
-        Ok(Acquired::Replay(row)) => return Ok(replay(req, row)),
+        // Reading the body took time: the credential must still be good to get the answer.
+        Ok(Acquired::Replay(row)) => {
+            return Ok(match caller(req.request()).await {
+                Ok(_) => replay(req, row),
+                Err(err) => req.error_response(err),
+            });
+        }
         Ok(Acquired::Reused) => return Ok(reused(req)),
         Ok(Acquired::InUse) => return Ok(in_use(req)),
         Err(err) => return Ok(req.error_response(err)),
@@ -142,7 +207,11 @@ pub async fn middleware(
         BodySize::Sized(n) => n <= MAX_STORED_RESPONSE as u64,
         BodySize::Stream => false,
     };
-    if status.is_server_error() || status == StatusCode::UNAUTHORIZED || !storable {
+    if status.is_server_error()
+        || status == StatusCode::UNAUTHORIZED
+        || carries_credential(res.headers())
+        || !storable
+    {
         if !storable {
             tracing::warn!(
                 status = status.as_u16(),
@@ -177,9 +246,24 @@ async fn pass(
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
-fn body_cap(state: &AppState) -> usize {
+/// The most a route of this kind reads: more is refused by the route itself.
+fn body_cap(state: &AppState, body: Body) -> usize {
     let config = &state.config;
-    MIN_BODY_CAP.max(config.upload.max_bytes.max(config.max_json_bytes) + MULTIPART_SLACK)
+    match body {
+        Body::Json => config.max_json_bytes,
+        Body::Upload => config.upload.max_bytes + MULTIPART_SLACK,
+    }
+}
+
+/// An answer that hands out a credential: a cookie, or anything its route marked
+/// `Cache-Control: no-store` (tokens, API keys, secrets). Kept nowhere, so never replayed.
+fn carries_credential(headers: &header::HeaderMap) -> bool {
+    headers.contains_key(header::SET_COOKIE)
+        || headers
+            .get_all(header::CACHE_CONTROL)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|directive| directive.trim().eq_ignore_ascii_case("no-store"))
 }
 
 /// Reads the whole body, up to `cap`. Past it, puts back what was read followed by the rest
@@ -211,37 +295,30 @@ fn digest(parts: &[&[u8]]) -> Vec<u8> {
     hasher.finalize().to_vec()
 }
 
-/// Who and where: the same key means something else for another caller or route. A session
-/// is scoped by its verified user id, so a retry still matches after an access-token refresh;
-/// anything else (API keys, invalid tokens) by the `Authorization` value itself.
-fn scope_hash(req: &ServiceRequest, state: &AppState) -> Vec<u8> {
-    let authorization = req.headers().get(header::AUTHORIZATION);
-    let user = authorization
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .and_then(|(_, token)| state.jwt.verify(token.trim()))
-        .map(|claims| claims.sub);
-    let (tag, principal): (&[u8], Vec<u8>) = match (user, authorization) {
-        (Some(user), _) => (b"user", user.as_bytes().to_vec()),
-        (None, Some(value)) => (b"authorization", value.as_bytes().to_vec()),
-        // Unauthenticated calls share one scope; every guarded route but the unsubscribe link
-        // refuses them, and a refusal (401) is never stored.
-        (None, None) => (b"anonymous", Vec::new()),
+/// Who and where: the same key means something else for another principal or path. A
+/// session is scoped by its user, so a retry still matches after an access-token refresh; an
+/// API key by its id. The path is the router's decoded one, so an encoding changes nothing.
+fn scope_hash(req: &ServiceRequest, auth: &Auth) -> Vec<u8> {
+    let (tag, principal): (&[u8], Uuid) = match auth.credential {
+        Credential::Session(_) => (b"user", auth.user_id),
+        Credential::ApiKey(key_id) => (b"api_key", key_id),
     };
     digest(&[
         tag,
-        &principal,
+        principal.as_bytes(),
         req.method().as_str().as_bytes(),
-        req.path().as_bytes(),
+        req.match_info().as_str().as_bytes(),
     ])
 }
 
+/// Method, decoded path and query, body (the same fields, so the same hashes, as before the
+/// path was decoded: a retry across an upgrade still matches).
 fn request_hash(req: &ServiceRequest, body: &[u8]) -> Vec<u8> {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.path(), |pq| pq.as_str());
+    let mut target = req.match_info().as_str().to_owned();
+    if let Some(query) = req.uri().query() {
+        target.push('?');
+        target.push_str(query);
+    }
     digest(&[req.method().as_str().as_bytes(), target.as_bytes(), body])
 }
 
@@ -285,6 +362,8 @@ struct Claim {
     scope: Vec<u8>,
     key: String,
     request_hash: Vec<u8>,
+    /// Whose answer it is: erasing the account erases it (`ON DELETE CASCADE`).
+    user_id: Uuid,
     /// How long an answer is replayed (`GI2_RETENTION_IDEMPOTENCY_HOURS`).
     kept_secs: i64,
     settled: bool,
@@ -297,10 +376,11 @@ impl Claim {
             // Inserts a new claim, or takes over a record past retention, or one left running
             // for 10 minutes by a process that died (no request lasts that long).
             let claimed = diesel::sql_query(
-                "INSERT INTO idempotency_keys (scope_hash, key, request_hash, status)
-                 VALUES ($1, $2, $3, 'in_progress')
+                "INSERT INTO idempotency_keys (scope_hash, key, request_hash, status, user_id)
+                 VALUES ($1, $2, $3, 'in_progress', $5)
                  ON CONFLICT (scope_hash, key) DO UPDATE SET
                      request_hash = EXCLUDED.request_hash, status = 'in_progress',
+                     user_id = EXCLUDED.user_id,
                      response_status = NULL, response_headers = NULL, response_body = NULL,
                      created_at = now(), completed_at = NULL
                  WHERE idempotency_keys.created_at < now() - make_interval(secs => $4)
@@ -311,6 +391,7 @@ impl Claim {
             .bind::<Text, _>(&self.key)
             .bind::<Bytea, _>(&self.request_hash)
             .bind::<diesel::sql_types::Double, _>(self.kept_secs as f64)
+            .bind::<SqlUuid, _>(self.user_id)
             .execute(&mut conn)
             .await?;
             if claimed == 1 {
@@ -471,18 +552,119 @@ fn in_use(req: ServiceRequest) -> ServiceResponse<BoxBody> {
 mod tests {
     use super::*;
 
+    /// The `POST /v1/…` routes left out of [`GUARDED`], and why.
+    const NOT_GUARDED: [(&str, &str); 11] = [
+        ("/v1/auth/register", "answers with tokens"),
+        ("/v1/auth/login", "answers with tokens"),
+        ("/v1/auth/refresh", "answers with tokens"),
+        (
+            "/v1/auth/logout",
+            "idempotent by nature, anonymous with a cookie",
+        ),
+        (
+            "/v1/auth/verify-email",
+            "single-use token, may answer with tokens",
+        ),
+        ("/v1/auth/verify-email/resend", "anonymous"),
+        ("/v1/auth/password/forgot", "anonymous"),
+        ("/v1/auth/password/reset", "single-use token, ends sessions"),
+        ("/v1/me/api-keys", "answers with the key's only copy"),
+        ("/v1/mail/unsubscribe", "anonymous, idempotent by nature"),
+        (
+            "/v1/webhooks/",
+            "provider deliveries, deduplicated by event id",
+        ),
+    ];
+
     #[test]
-    fn only_creating_posts_under_v1_are_guarded() {
-        assert!(applies(&Method::POST, "/v1/generations"));
-        assert!(applies(&Method::POST, "/v1/reference-images"));
-        assert!(!applies(&Method::GET, "/v1/generations"));
-        assert!(!applies(&Method::POST, "/v1/auth/login"));
-        assert!(!applies(&Method::POST, "/v1/webhooks/stripe"));
-        assert!(
-            !applies(&Method::POST, "/v1/me/api-keys"),
-            "its answer carries a secret"
+    fn every_post_route_chooses_whether_it_is_guarded() {
+        let spec = serde_json::to_value(crate::openapi::build()).unwrap();
+        let paths = spec["paths"].as_object().unwrap();
+        for (path, item) in paths {
+            if item.get("post").is_none() || !path.starts_with("/v1/") {
+                continue;
+            }
+            let is_guarded = applies(&Method::POST, path);
+            let left_out = NOT_GUARDED
+                .iter()
+                .any(|(p, _)| p == path || (p.ends_with('/') && path.starts_with(p)));
+            assert!(
+                is_guarded != left_out,
+                "POST {path}: list it in GUARDED or NOT_GUARDED (exactly one)"
+            );
+            let multipart = item["post"]["requestBody"]["content"]
+                .get("multipart/form-data")
+                .is_some();
+            if let Some((_, body)) = GUARDED.iter().find(|(p, _)| p == path) {
+                assert_eq!(
+                    *body == Body::Upload,
+                    multipart,
+                    "POST {path}: its body kind"
+                );
+            }
+        }
+        for (path, _) in GUARDED {
+            assert!(paths[path].get("post").is_some(), "{path} is a POST route");
+        }
+    }
+
+    /// The guarded route found for requests as the router sees them.
+    #[actix_web::test]
+    async fn routes_are_recognised_however_the_path_is_encoded() {
+        use actix_web::{App, middleware::from_fn, test};
+        use utoipa_actix_web::AppExt;
+
+        let probe = |req: ServiceRequest, _: Next<BoxBody>| async move {
+            let found = format!("{:?}", guarded(&req));
+            Ok::<_, Error>(req.into_response(HttpResponse::Ok().body(found)))
+        };
+        let app = test::init_service(
+            App::new()
+                .into_utoipa_app()
+                .configure(crate::routes::configure)
+                .into_app()
+                .wrap(from_fn(probe)),
+        )
+        .await;
+        for (method, uri, expected) in [
+            (Method::POST, "/v1/generations", "Some(Json)"),
+            (Method::POST, "/v1/%67enerations", "Some(Json)"),
+            (Method::POST, "/v1/generations/abc/cancel", "Some(Json)"),
+            (Method::POST, "/v1/reference-images", "Some(Upload)"),
+            (Method::POST, "/v1/reference%2Dimages", "Some(Upload)"),
+            (Method::GET, "/v1/generations", "None"),
+            (Method::POST, "/v1/me/api-keys", "None"),
+            (Method::POST, "/v1/me/api%2Dkeys", "None"),
+            (Method::POST, "/v1/me/api%2dkeys", "None"),
+            (Method::POST, "/v1/%61uth/login", "None"),
+            (Method::POST, "/v1/webhooks/stripe", "None"),
+            (Method::POST, "/v1/nowhere", "None"),
+            (Method::POST, "/v1/generations/", "None"),
+            (Method::POST, "/v1%2Fgenerations", "None"),
+        ] {
+            let req = test::TestRequest::default()
+                .method(method.clone())
+                .uri(uri)
+                .to_request();
+            let body = test::call_and_read_body(&app, req).await;
+            assert_eq!(body, expected.as_bytes(), "{method} {uri}");
+        }
+    }
+
+    #[test]
+    fn answers_carrying_credentials_are_recognised() {
+        let mut headers = header::HeaderMap::new();
+        assert!(!carries_credential(&headers));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        assert!(!carries_credential(&headers));
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, No-Store"),
         );
-        assert!(!applies(&Method::POST, "/healthz"));
+        assert!(carries_credential(&headers));
+        let mut headers = header::HeaderMap::new();
+        headers.insert(header::SET_COOKIE, HeaderValue::from_static("a=b"));
+        assert!(carries_credential(&headers));
     }
 
     #[test]
