@@ -3692,10 +3692,7 @@ export interface operations {
     createPortal: {
         parameters: {
             query?: never;
-            header?: {
-                /** @description Makes the request safe to retry: the first answer (below 500) to a key is replayed for 24 h with `Idempotent-Replayed: true`. Scoped to the user (session tokens) or the API key, and to the path; the same key with a different body is 422 `idempotency_key_reused`, while the first is still running 409 `idempotency_key_in_use`. */
-                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
-            };
+            header?: never;
             path?: never;
             cookie?: never;
         };
@@ -3708,7 +3705,6 @@ export interface operations {
             /** @description Send the user to `url` */
             200: {
                 headers: {
-                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
@@ -3716,10 +3712,9 @@ export interface operations {
                     "application/json": components["schemas"]["PortalResponse"];
                 };
             };
-            /** @description `invalid_idempotency_key`; `malformed_json`: the body is not JSON */
+            /** @description `malformed_json`: the body is not JSON */
             400: {
                 headers: {
-                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
@@ -3730,7 +3725,6 @@ export interface operations {
             /** @description Not signed in */
             401: {
                 headers: {
-                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
@@ -3741,7 +3735,6 @@ export interface operations {
             /** @description API keys cannot manage billing */
             403: {
                 headers: {
-                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
@@ -3752,19 +3745,6 @@ export interface operations {
             /** @description `no_customer`: nothing bought with this provider yet */
             404: {
                 headers: {
-                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
-                    "X-Request-Id": components["headers"]["X-Request-Id"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
-            409: {
-                headers: {
-                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
-                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
@@ -3775,7 +3755,6 @@ export interface operations {
             /** @description `payload_too_large`: the body is larger than `GI2_MAX_JSON_BYTES` */
             413: {
                 headers: {
-                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
@@ -3786,7 +3765,6 @@ export interface operations {
             /** @description `unsupported_media_type`: the body is not sent as `application/json` */
             415: {
                 headers: {
-                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
@@ -3794,10 +3772,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `validation_failed`; `idempotency_key_reused`: this key was used with a different request */
+            /** @description `validation_failed` */
             422: {
                 headers: {
-                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
@@ -4491,10 +4468,7 @@ export interface operations {
                 /** @description The token from the mail's `List-Unsubscribe` link. */
                 token: string;
             };
-            header?: {
-                /** @description Makes the request safe to retry: the first answer (below 500) to a key is replayed for 24 h with `Idempotent-Replayed: true`. Scoped to the user (session tokens) or the API key, and to the path; the same key with a different body is 422 `idempotency_key_reused`, while the first is still running 409 `idempotency_key_in_use`. */
-                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
-            };
+            header?: never;
             path?: never;
             cookie?: never;
         };
@@ -4503,39 +4477,14 @@ export interface operations {
             /** @description Unsubscribed (also when already off) */
             204: {
                 headers: {
-                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description `invalid_token`: not a link we sent; `invalid_idempotency_key` */
+            /** @description `invalid_token`: not a link we sent */
             400: {
                 headers: {
-                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
-                    "X-Request-Id": components["headers"]["X-Request-Id"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description `idempotency_key_in_use`: a request with this key is still running (`Retry-After`) */
-            409: {
-                headers: {
-                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
-                    "Retry-After": components["headers"]["Retry-After"];
-                    "X-Request-Id": components["headers"]["X-Request-Id"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description `idempotency_key_reused`: this key was used with a different request */
-            422: {
-                headers: {
-                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
