@@ -63,10 +63,19 @@ async fn a_submit_is_in_the_very_next_list() {
         let page = list(&app, &user).await;
         assert_eq!(page["data"].as_array().unwrap().len(), n);
         assert_eq!(page["data"][0]["id"], id, "submit {n} is first at once");
-        // Served from memory again until the next change.
-        let hits = app.cache_lookups("page", "hit").await;
-        assert_eq!(list(&app, &user).await, page);
-        assert_eq!(app.cache_lookups("page", "hit").await, hits + 1);
+        // Served from memory again until the next change. The submit's own change
+        // notification may arrive after the read above was kept, and rightly evicts it once:
+        // so the same page is served from memory within a few reads, not necessarily the next.
+        eventually(
+            "the page served from memory again",
+            Duration::from_secs(10),
+            || async {
+                let hits = app.cache_lookups("page", "hit").await;
+                assert_eq!(list(&app, &user).await, page);
+                (app.cache_lookups("page", "hit").await > hits).then_some(())
+            },
+        )
+        .await;
     }
 }
 
