@@ -37,6 +37,7 @@ pub struct UnsubscribeQuery {
     responses(
         (status = 204, description = "Unsubscribed (also when already off)"),
         (status = 400, description = "`invalid_token`: not a link we sent", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: the `token` query parameter is missing", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/mail/unsubscribe")]
