@@ -431,8 +431,12 @@ export interface paths {
         put?: never;
         /**
          * Submit a generation.
-         * @description Prices the request, reserves its credits, and queues it, all at once; `cost_credits` is
-         *     what will be charged on success (nothing is charged on failure or cancel).
+         * @description Prices the request, reserves its credits, and queues it, all at once. `cost_credits` is
+         *     the amount reserved: the price, or for `size` or `quality` `auto` the highest price it can
+         *     resolve to (any of 1024x1024, 1536x1024, 1024x1536 at `high`). On success the price of
+         *     what was rendered is charged (an `auto` size or quality as the model made it, explicit
+         *     ones as asked), the rest released, and `cost_credits` becomes the amount charged.
+         *     Nothing is charged on failure or cancel.
          */
         post: operations["createGeneration"];
         delete?: never;
@@ -468,7 +472,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Cancel a queued or running generation; its credits are released. */
+        /**
+         * Cancel a queued or running generation; its credits are released.
+         * @description Nothing is charged, even when partial images were already sent: they are deleted at
+         *     once and no longer served (their links stop working, the event stream sends no more).
+         */
         post: operations["cancelGeneration"];
         delete?: never;
         options?: never;
@@ -826,7 +834,13 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Credits per image for each size × quality. */
+        /**
+         * Credits per image for each size × quality.
+         * @description Explicit sizes and qualities are charged as listed. `auto` (size, quality or both) is
+         *     held at the highest price it can resolve to (a size of 1024x1024, 1536x1024 or
+         *     1024x1536, quality `high`) and, once the image is made, charged at the price of the size
+         *     and quality the model rendered; the rest of the hold is released.
+         */
         get: operations["getPricing"];
         put?: never;
         post?: never;
@@ -1712,6 +1726,9 @@ export interface components {
         GenerationView: {
             /**
              * Format: int64
+             * @description Credits: while queued or running, what is reserved (for `auto` size or quality, its
+             *     highest price); once succeeded, what was charged for the images as rendered. Failed
+             *     and canceled generations are charged nothing (this stays what was reserved).
              * @example 4
              */
             cost_credits: number;
@@ -2040,8 +2057,9 @@ export interface components {
         PriceRow: {
             /**
              * Format: int64
-             * @description `auto` quality is priced as medium.
-             * @example 4
+             * @description What `auto` quality holds: the `high` price. It is charged as rendered (the quality the
+             *     model chose), the rest released.
+             * @example 16
              */
             auto: number;
             /**
@@ -2066,14 +2084,14 @@ export interface components {
          * @example {
          *       "sizes": [
          *         {
-         *           "auto": 4,
+         *           "auto": 16,
          *           "high": 16,
          *           "low": 1,
          *           "medium": 4,
          *           "size": "1024x1024"
          *         },
          *         {
-         *           "auto": 6,
+         *           "auto": 24,
          *           "high": 24,
          *           "low": 2,
          *           "medium": 6,
@@ -2083,7 +2101,11 @@ export interface components {
          *     }
          */
         PricingView: {
-            /** @description Credits per image; a request costs this × `n`. Other sizes scale with their pixels. */
+            /**
+             * @description Credits per image; a request costs this × `n`. Other sizes scale with their pixels.
+             *     The `auto` size row and the `auto` quality column are what `auto` holds (its highest
+             *     price); it is charged as rendered.
+             */
             sizes: components["schemas"]["PriceRow"][];
         };
         /**
@@ -4032,7 +4054,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Queued; follow it at the `Location` (or its `/events`) */
+            /** @description Queued; follow it at the `Location` (or its `/events`). `cost_credits` is what was reserved (for `auto`, its highest price); once it succeeded, what was charged for what was rendered */
             202: {
                 headers: {
                     "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
@@ -5713,7 +5735,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The price table */
+            /** @description The price table: explicit sizes and qualities at their price, `auto` at what it holds (charged as rendered) */
             200: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];

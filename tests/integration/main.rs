@@ -22,6 +22,7 @@ mod migrations;
 mod oauth;
 mod openai_provider;
 mod openapi;
+mod pricing_as_rendered;
 mod privacy_policy;
 mod read_cache;
 mod reference_images;

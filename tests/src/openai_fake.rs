@@ -71,6 +71,9 @@ struct Shared {
     requests: Vec<Recorded>,
     /// Every image returned, in order, as the exact bytes sent (base64-decoded).
     returned: Vec<Vec<u8>>,
+    /// What `size: "auto"` and `quality: "auto"` resolve to, as the model picks per request
+    /// (`1024x1024` and `auto` echoed back until set).
+    auto_as: Option<(String, String)>,
 }
 
 type State = Arc<Mutex<Shared>>;
@@ -95,6 +98,7 @@ impl OpenAiFake {
             mode: Mode::Succeed,
             requests: Vec::new(),
             returned: Vec::new(),
+            auto_as: None,
         }));
         Mock::given(any())
             .respond_with(Api {
@@ -116,6 +120,12 @@ impl OpenAiFake {
 
     pub fn set_mode(&self, mode: Mode) {
         lock(&self.state).mode = mode;
+    }
+
+    /// Makes `size: "auto"` render at `size` and `quality: "auto"` at `quality`, reported in
+    /// the answer's (and each `*.completed` event's) `size` and `quality` as the real API does.
+    pub fn resolve_auto(&self, size: &str, quality: &str) {
+        lock(&self.state).auto_as = Some((size.to_string(), quality.to_string()));
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -331,7 +341,17 @@ impl Respond for Api {
         }
         let param = |key: &str| recorded.param(key);
         let n: u32 = param("n").and_then(|n| n.parse().ok()).unwrap_or(1);
-        let size = param("size").unwrap_or_else(|| "auto".into());
+        let auto_as = state.auto_as.clone();
+        let mut size = param("size").unwrap_or_else(|| "auto".into());
+        let mut quality = param("quality").unwrap_or_else(|| "auto".into());
+        if let Some((auto_size, auto_quality)) = auto_as {
+            if size == "auto" {
+                size = auto_size;
+            }
+            if quality == "auto" {
+                quality = auto_quality;
+            }
+        }
         let (width, height) = size
             .split_once('x')
             .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
@@ -351,7 +371,7 @@ impl Respond for Api {
             "data": data,
             "background": param("background").unwrap_or_else(|| "auto".into()),
             "output_format": format,
-            "quality": param("quality").unwrap_or_else(|| "auto".into()),
+            "quality": quality,
             "size": format!("{width}x{height}"),
             "usage": {
                 "input_tokens": prompt_tokens,

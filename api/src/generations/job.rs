@@ -1,6 +1,8 @@
 //! The `generate` job: calls the image provider, stores the images, and settles the credit
-//! hold exactly once. Safe to run again at any point: a finished generation is left alone,
-//! stored objects are overwritten under the same keys, and capture/release happen once.
+//! hold exactly once: on success it captures the price of what was rendered ([`charge`]:
+//! an `auto` size or quality is charged as the provider made it) and releases the rest.
+//! Safe to run again at any point: a finished generation is left alone, stored objects are
+//! overwritten under the same keys, and capture/release happen once.
 
 use std::{sync::Arc, time::Duration};
 
@@ -47,6 +49,32 @@ pub fn object_key(user_id: Uuid, generation_id: Uuid, position: usize, format: &
         "{}{position}.{ext}",
         super::purge::prefix(user_id, generation_id)
     )
+}
+
+/// The price of the images as rendered, never more than `held`: an `auto` size or quality
+/// is charged as the provider made it, explicit ones as asked.
+pub fn charge(params: &GenerationRequest, images: &[ProvidedImage], held: i64) -> i64 {
+    let size = parse_size(&params.size).ok().flatten();
+    let price: i64 = images
+        .iter()
+        .map(|image| {
+            super::pricing::rendered(
+                size,
+                &params.quality,
+                image.rendered_size,
+                image.rendered_quality.as_deref(),
+            )
+        })
+        .sum();
+    if price > held {
+        // A compatible server rendered beyond what `auto` resolves to: the hold is the limit.
+        tracing::warn!(
+            price,
+            held,
+            "the rendered images cost more than was held; charging the hold"
+        );
+    }
+    price.min(held)
 }
 
 /// Ends a queued or running generation as failed or canceled and returns its credits; its
@@ -105,6 +133,25 @@ pub async fn finish_unsuccessfully(
         Ok(true)
     })
     .await
+}
+
+/// Cancels a queued or running generation: the whole hold is released (nothing is charged,
+/// even after partial images arrived) and its partial images are deleted at once, so none
+/// is served from the moment of the cancel (the purge job queued with it covers a store that
+/// fails here). False when it had already ended.
+pub async fn cancel(
+    conn: &mut AsyncPgConnection,
+    store: &dyn ObjectStore,
+    user_id: Uuid,
+    generation_id: Uuid,
+) -> QueryResult<bool> {
+    if !finish_unsuccessfully(conn, generation_id, "canceled", None).await? {
+        return Ok(false);
+    }
+    if let Err(e) = super::purge::purge(conn, store, user_id, generation_id).await {
+        tracing::warn!(generation_id = %generation_id, error = format!("{e:#}"), "deleting a canceled generation's objects failed; its purge job will");
+    }
+    Ok(true)
 }
 
 #[derive(Queryable)]
@@ -175,6 +222,9 @@ impl GenerateHandler {
                 .map_err(retry)?;
             keys.push(key);
         }
+        let params: GenerationRequest = serde_json::from_value(g.params.clone()).map_err(|e| {
+            JobError::Permanent(anyhow::anyhow!("stored parameters do not parse: {e}"))
+        })?;
         let mut conn = self.pool.get().await.map_err(retry)?;
         let user_id = g.user_id;
         let hold = g.hold_id;
@@ -210,21 +260,30 @@ impl GenerateHandler {
                         .execute(conn)
                         .await?;
                 }
-                if let Some(hold) = hold {
-                    let amount: i64 = crate::db::schema::credit_holds::table
-                        .find(hold)
-                        .select(crate::db::schema::credit_holds::amount)
-                        .first(conn)
-                        .await?;
-                    ledger::capture(conn, hold, amount)
-                        .await
-                        .map_err(|e| match e {
-                            crate::credits::CreditError::Db(e) => e,
-                            other => {
-                                diesel::result::Error::QueryBuilderError(other.to_string().into())
-                            }
-                        })?;
-                }
+                // What was rendered is captured, the rest of the hold released; the
+                // generation shows what was charged.
+                let charged = match hold {
+                    Some(hold) => {
+                        let amount: i64 = crate::db::schema::credit_holds::table
+                            .find(hold)
+                            .select(crate::db::schema::credit_holds::amount)
+                            .first(conn)
+                            .await?;
+                        let settled = ledger::capture(conn, hold, charge(&params, &images, amount))
+                            .await
+                            .map_err(|e| match e {
+                                crate::credits::CreditError::Db(e) => e,
+                                other => diesel::result::Error::QueryBuilderError(
+                                    other.to_string().into(),
+                                ),
+                            })?;
+                        match settled {
+                            ledger::Settled::Captured(n) => Some(n),
+                            ledger::Settled::Released => Some(0),
+                        }
+                    }
+                    None => None,
+                };
                 diesel::update(generations::table.find(generation_id))
                     .set((
                         generations::status.eq("succeeded"),
@@ -232,6 +291,12 @@ impl GenerateHandler {
                     ))
                     .execute(conn)
                     .await?;
+                if let Some(charged) = charged {
+                    diesel::update(generations::table.find(generation_id))
+                        .set(generations::cost_credits.eq(charged))
+                        .execute(conn)
+                        .await?;
+                }
                 super::webhooks::enqueue_for(conn, generation_id).await?;
                 Ok(true)
             })

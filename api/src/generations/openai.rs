@@ -56,12 +56,40 @@ struct StreamEvent {
     kind: String,
     b64_json: Option<String>,
     partial_image_index: Option<u32>,
+    /// On `*.completed`: the size and quality the image was rendered at.
+    size: Option<String>,
+    quality: Option<String>,
     error: Option<ErrorBody>,
 }
 
+/// The JSON answer. `size` and `quality` (gpt-image models) say what `auto` resolved to,
+/// for every image of the answer.
 #[derive(Deserialize)]
 struct ImagesResponse {
     data: Vec<ImageData>,
+    size: Option<String>,
+    quality: Option<String>,
+}
+
+/// One final image as received, with what the provider says it rendered.
+#[derive(Debug, PartialEq)]
+struct Encoded {
+    b64: String,
+    size: Option<String>,
+    quality: Option<String>,
+}
+
+/// `WIDTHxHEIGHT` as the provider reports it; anything else is not a size.
+fn reported_size(size: Option<&str>) -> Option<(u32, u32)> {
+    let (w, h) = size?.split_once('x')?;
+    Some((w.parse().ok()?, h.parse().ok()?)).filter(|&(w, h)| w > 0 && h > 0)
+}
+
+/// `low`, `medium` or `high` as the provider reports it; anything else is not said.
+fn reported_quality(quality: Option<&str>) -> Option<String> {
+    quality
+        .filter(|q| super::pricing::QUALITIES.contains(q))
+        .map(str::to_string)
 }
 
 #[derive(Deserialize)]
@@ -139,7 +167,20 @@ fn decode_image(b64: &str, wanted_format: &str) -> Result<ProvidedImage, Provide
         format: format.into(),
         width,
         height,
+        rendered_size: (width, height),
+        rendered_quality: None,
     })
+}
+
+/// [`decode_image`], with what the provider reports it rendered: its `size` (the decoded
+/// header's when it reports none) and `quality`.
+fn decode_encoded(encoded: &Encoded, wanted_format: &str) -> Result<ProvidedImage, ProviderError> {
+    let mut image = decode_image(&encoded.b64, wanted_format)?;
+    if let Some(size) = reported_size(encoded.size.as_deref()) {
+        image.rendered_size = size;
+    }
+    image.rendered_quality = reported_quality(encoded.quality.as_deref());
+    Ok(image)
 }
 
 impl OpenAiProvider {
@@ -326,14 +367,20 @@ impl ImageProvider for OpenAiProvider {
                     .map_err(|e| self.transport_error(&e))?;
                 let parsed: ImagesResponse = serde_json::from_slice(&body)
                     .map_err(|e| bad_response(format!("the response does not parse: {e}")))?;
+                let (size, quality) = (parsed.size, parsed.quality);
                 parsed
                     .data
                     .into_iter()
                     .map(|d| {
-                        d.b64_json
-                            .ok_or_else(|| bad_response("an image has no b64_json"))
+                        Ok(Encoded {
+                            b64: d
+                                .b64_json
+                                .ok_or_else(|| bad_response("an image has no b64_json"))?,
+                            size: size.clone(),
+                            quality: quality.clone(),
+                        })
                     })
-                    .collect::<Result<Vec<_>, _>>()?
+                    .collect::<Result<Vec<_>, ProviderError>>()?
             }
         };
         if encoded.len() != request.n as usize {
@@ -345,18 +392,18 @@ impl ImageProvider for OpenAiProvider {
         }
         encoded
             .iter()
-            .map(|b64| decode_image(b64, &request.output_format))
+            .map(|e| decode_encoded(e, &request.output_format))
             .collect()
     }
 }
 
 impl OpenAiProvider {
-    /// Reads a server-sent event stream to its end; returns the completed images' base64.
+    /// Reads a server-sent event stream to its end; returns the completed images.
     async fn read_stream(
         &self,
         response: reqwest::Response,
         sink: &PartialImageSink,
-    ) -> Result<Vec<String>, ProviderError> {
+    ) -> Result<Vec<Encoded>, ProviderError> {
         let mut body = response.bytes_stream();
         let mut buffer: Vec<u8> = Vec::new();
         let mut finals = Vec::new();
@@ -378,7 +425,7 @@ impl OpenAiProvider {
 fn stream_event(
     raw: &[u8],
     sink: &PartialImageSink,
-    finals: &mut Vec<String>,
+    finals: &mut Vec<Encoded>,
 ) -> Result<(), ProviderError> {
     let text = String::from_utf8_lossy(raw);
     let data: Vec<&str> = text
@@ -402,11 +449,13 @@ fn stream_event(
             let _ = sink.send((event.partial_image_index.unwrap_or(0), Bytes::from(bytes)));
         }
     } else if event.kind.ends_with(".completed") {
-        finals.push(
-            event
+        finals.push(Encoded {
+            b64: event
                 .b64_json
                 .ok_or_else(|| bad_response("a completed event has no b64_json"))?,
-        );
+            size: event.size,
+            quality: event.quality,
+        });
     } else if event.kind == "error" {
         let error = event.error.unwrap_or_default();
         return Err(match error.code {
@@ -462,7 +511,23 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap(), (1, Bytes::from_static(b"preview")));
         let done = br#"data: {"type":"image_edit.completed","b64_json":"QUJD"}"#;
         stream_event(done, &tx, &mut finals).unwrap();
-        assert_eq!(finals, ["QUJD"]);
+        let done = br#"data: {"type":"image_generation.completed","b64_json":"REVG","size":"1536x1024","quality":"high","output_format":"png"}"#;
+        stream_event(done, &tx, &mut finals).unwrap();
+        assert_eq!(
+            finals,
+            [
+                Encoded {
+                    b64: "QUJD".into(),
+                    size: None,
+                    quality: None
+                },
+                Encoded {
+                    b64: "REVG".into(),
+                    size: Some("1536x1024".into()),
+                    quality: Some("high".into())
+                }
+            ]
+        );
         let blocked =
             br#"data: {"type":"error","error":{"code":"moderation_blocked","message":"no"}}"#;
         assert!(
@@ -496,5 +561,24 @@ mod tests {
             matches!(decode_image(&junk, "png"), Err(ProviderError::Permanent { code, .. }) if code == "provider_bad_response")
         );
         assert!(decode_image("%%%", "png").is_err());
+        // What was rendered: the reported size, else the header's; a known quality only.
+        let reported = |size: Option<&str>, quality: Option<&str>| {
+            decode_encoded(
+                &Encoded {
+                    b64: b64.clone(),
+                    size: size.map(str::to_string),
+                    quality: quality.map(str::to_string),
+                },
+                "png",
+            )
+            .unwrap()
+        };
+        let image = reported(Some("1536x1024"), Some("high"));
+        assert_eq!(image.rendered_size, (1536, 1024));
+        assert_eq!(image.rendered_quality.as_deref(), Some("high"));
+        let image = reported(None, Some("auto"));
+        assert_eq!(image.rendered_size, (32, 16));
+        assert_eq!(image.rendered_quality, None);
+        assert_eq!(reported(Some("big"), None).rendered_size, (32, 16));
     }
 }

@@ -30,8 +30,15 @@ pub struct ProvidedImage {
     pub bytes: Bytes,
     /// `png`, `jpeg` or `webp`.
     pub format: String,
+    /// Decoded from the image's header.
     pub width: u32,
     pub height: u32,
+    /// The size the provider says it rendered (the answer's `size`), else the decoded one:
+    /// what an `auto` size is charged as.
+    pub rendered_size: (u32, u32),
+    /// The quality the provider says it rendered (`low`, `medium` or `high`), when it says:
+    /// what an `auto` quality is charged as.
+    pub rendered_quality: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

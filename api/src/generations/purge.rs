@@ -72,22 +72,31 @@ impl JobHandler for PurgeGenerationHandler {
                 .ok_or_else(|| JobError::Permanent(anyhow::anyhow!("payload has no {name}")))
         };
         let (user_id, generation_id) = (id("user_id")?, id("generation_id")?);
-        // Objects first: a row left by a failed run still names what to delete next time.
-        let deleted = self
-            .store
-            .delete_prefix(&prefix(user_id, generation_id))
-            .await
-            .map_err(retry)?;
         let mut conn = self.pool.get().await.map_err(retry)?;
-        diesel::delete(
-            generation_partials::table.filter(generation_partials::generation_id.eq(generation_id)),
-        )
-        .execute(&mut conn)
-        .await
-        .map_err(retry)?;
-        if deleted > 0 {
-            tracing::info!(generation_id = %generation_id, objects = deleted, "purged an unsuccessful generation's objects");
-        }
-        Ok(())
+        purge(&mut conn, self.store.as_ref(), user_id, generation_id)
+            .await
+            .map_err(retry)
     }
+}
+
+/// Deletes every object of an ended generation, then its partial-image rows; what the job
+/// does, also run at once by a cancel so that its previews stop being served from that
+/// moment (the job, queued with the cancel, still covers a failure here).
+pub async fn purge(
+    conn: &mut AsyncPgConnection,
+    store: &dyn ObjectStore,
+    user_id: Uuid,
+    generation_id: Uuid,
+) -> anyhow::Result<()> {
+    // Objects first: a row left by a failed run still names what to delete next time.
+    let deleted = store.delete_prefix(&prefix(user_id, generation_id)).await?;
+    diesel::delete(
+        generation_partials::table.filter(generation_partials::generation_id.eq(generation_id)),
+    )
+    .execute(conn)
+    .await?;
+    if deleted > 0 {
+        tracing::info!(generation_id = %generation_id, objects = deleted, "purged an unsuccessful generation's objects");
+    }
+    Ok(())
 }

@@ -73,6 +73,13 @@ pub fn render(request: &ProviderRequest, index: u32) -> Result<ProvidedImage, Pr
         format: request.output_format.clone(),
         width,
         height,
+        rendered_size: (width, height),
+        // The built-in renderer draws `auto` as its usual choice.
+        rendered_quality: Some(if request.quality == "auto" {
+            super::pricing::UNREPORTED_AUTO_QUALITY.to_string()
+        } else {
+            request.quality.clone()
+        }),
     })
 }
 

@@ -284,6 +284,9 @@ async fn status_of(
         .optional()?)
 }
 
+/// The partial images from index `from` on, unless the generation was canceled or failed:
+/// from that moment they are never served, even before its purge job deleted them (a stream
+/// opened late on a succeeded generation still shows them before the end).
 async fn new_partials(
     conn: &mut AsyncPgConnection,
     state: &AppState,
@@ -292,7 +295,9 @@ async fn new_partials(
 ) -> Result<Vec<PartialImage>, ApiError> {
     use crate::db::schema::generation_partials;
     let rows: Vec<(i32, String)> = generation_partials::table
+        .inner_join(generations::table)
         .filter(generation_partials::generation_id.eq(generation_id))
+        .filter(generations::status.ne_all(["canceled", "failed"]))
         .filter(generation_partials::idx.ge(from))
         .order(generation_partials::idx)
         .select((generation_partials::idx, generation_partials::object_key))

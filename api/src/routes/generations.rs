@@ -112,6 +112,9 @@ pub struct GenerationView {
     pub params: GenerationRequest,
     #[schema(value_type = GenerationProvider)]
     pub provider: String,
+    /// Credits: while queued or running, what is reserved (for `auto` size or quality, its
+    /// highest price); once succeeded, what was charged for the images as rendered. Failed
+    /// and canceled generations are charged nothing (this stays what was reserved).
     #[schema(example = 4)]
     pub cost_credits: i64,
     pub images: Vec<ImageView>,
@@ -323,15 +326,19 @@ fn check_webhook_url(state: &AppState, raw: &str) -> Option<FieldError> {
 
 /// Submit a generation.
 ///
-/// Prices the request, reserves its credits, and queues it, all at once; `cost_credits` is
-/// what will be charged on success (nothing is charged on failure or cancel).
+/// Prices the request, reserves its credits, and queues it, all at once. `cost_credits` is
+/// the amount reserved: the price, or for `size` or `quality` `auto` the highest price it can
+/// resolve to (any of 1024x1024, 1536x1024, 1024x1536 at `high`). On success the price of
+/// what was rendered is charged (an `auto` size or quality as the model made it, explicit
+/// ones as asked), the rest released, and `cost_credits` becomes the amount charged.
+/// Nothing is charged on failure or cancel.
 #[utoipa::path(
     tag = "generations",
     operation_id = "createGeneration",
     request_body = GenerationRequest,
     security(("bearer_jwt" = []), ("api_key" = [])),
     responses(
-        (status = 202, description = "Queued; follow it at the `Location` (or its `/events`)", body = GenerationView,
+        (status = 202, description = "Queued; follow it at the `Location` (or its `/events`). `cost_credits` is what was reserved (for `auto`, its highest price); once it succeeded, what was charged for what was rendered", body = GenerationView,
             headers(("Location" = String, description = "The generation"))),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`insufficient_credits`, or `daily_credit_limit_exceeded` for an API key; nothing changed", body = Problem, content_type = "application/problem+json"),
@@ -359,7 +366,8 @@ pub async fn create(
         // not be its address owner's does not get.
         ownership::require_verified(&users::find(&mut conn, auth.user_id).await?)?;
     }
-    let cost = pricing::cost(
+    // `auto` reserves the most it can cost; the job charges what was rendered.
+    let cost = pricing::hold(
         parse_size(&request.size).ok().flatten(),
         &request.quality,
         request.n,
@@ -410,7 +418,7 @@ pub async fn create(
                         used: i64,
                     }
                     let used = diesel::sql_query(
-                        "SELECT coalesce(sum(amount), 0)::bigint AS used FROM credit_holds
+                        "SELECT coalesce(sum(CASE WHEN status = 'captured' THEN captured ELSE amount END), 0)::bigint AS used FROM credit_holds
                          WHERE api_key_id = $1 AND status <> 'released' AND created_at > now() - interval '1 day'",
                     )
                     .bind::<diesel::sql_types::Uuid, _>(key)
@@ -614,6 +622,9 @@ pub async fn get(
 }
 
 /// Cancel a queued or running generation; its credits are released.
+///
+/// Nothing is charged, even when partial images were already sent: they are deleted at
+/// once and no longer served (their links stop working, the event stream sends no more).
 #[utoipa::path(
     tag = "generations",
     operation_id = "cancelGeneration",
@@ -638,7 +649,7 @@ pub async fn cancel(
     if current.status == "canceled" {
         return Ok(web::Json(current));
     }
-    if !finish_unsuccessfully(&mut conn, id, "canceled", None).await? {
+    if !job::cancel(&mut conn, state.store.as_ref(), auth.user_id, id).await? {
         return Err(ApiError::conflict(
             "already_finished",
             "The generation finished before it could be canceled.",
@@ -731,17 +742,24 @@ pub async fn image_content(
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({
     "sizes": [
-        { "size": "1024x1024", "low": 1, "medium": 4, "high": 16, "auto": 4 },
-        { "size": "1536x1024", "low": 2, "medium": 6, "high": 24, "auto": 6 }
+        { "size": "1024x1024", "low": 1, "medium": 4, "high": 16, "auto": 16 },
+        { "size": "1536x1024", "low": 2, "medium": 6, "high": 24, "auto": 24 }
     ]
 }))]
 pub struct PricingView {
     /// Credits per image; a request costs this × `n`. Other sizes scale with their pixels.
+    /// The `auto` size row and the `auto` quality column are what `auto` holds (its highest
+    /// price); it is charged as rendered.
     pub sizes: Vec<pricing::PriceRow>,
 }
 
 /// Credits per image for each size × quality.
-#[utoipa::path(tag = "generations", operation_id = "getPricing", responses((status = 200, description = "The price table", body = PricingView)))]
+///
+/// Explicit sizes and qualities are charged as listed. `auto` (size, quality or both) is
+/// held at the highest price it can resolve to (a size of 1024x1024, 1536x1024 or
+/// 1024x1536, quality `high`) and, once the image is made, charged at the price of the size
+/// and quality the model rendered; the rest of the hold is released.
+#[utoipa::path(tag = "generations", operation_id = "getPricing", responses((status = 200, description = "The price table: explicit sizes and qualities at their price, `auto` at what it holds (charged as rendered)", body = PricingView)))]
 #[get("/v1/pricing")]
 pub async fn pricing_table() -> web::Json<PricingView> {
     web::Json(PricingView {
