@@ -112,7 +112,12 @@ impl<'a> StripeSub<'a> {
             .collect();
         invoice["lines"]["total_count"] = json!(lines.len());
         invoice["lines"]["data"] = json!(lines);
-        for field in ["subtotal", "subtotal_excluding_tax", "total", "total_excluding_tax"] {
+        for field in [
+            "subtotal",
+            "subtotal_excluding_tax",
+            "total",
+            "total_excluding_tax",
+        ] {
             invoice[field] = json!(total);
         }
         invoice["amount_due"] = json!(amount_paid);
@@ -143,7 +148,14 @@ fn month_after(t: i64) -> i64 {
 
 /// The subscription line of a period: `1 × Pro (at $29.00 / month)`.
 fn subscription_line(price: &str, amount: i64, from: i64, to: i64, name: &str) -> Value {
-    line(price, amount, from, to, false, &format!("1 × {name} (at ${}.00 / month)", amount / 100))
+    line(
+        price,
+        amount,
+        from,
+        to,
+        false,
+        &format!("1 × {name} (at ${}.00 / month)", amount / 100),
+    )
 }
 
 /// A proration line, as a plan change within a period creates them: "Unused time on
@@ -222,7 +234,13 @@ async fn a_zero_proration_subscription_update_invoice_grants_nothing() {
         "subscription_update",
         0,
         vec![
-            proration_line(STARTER, -870, at, sub.end, "Unused time on Starter after 6 Dec"),
+            proration_line(
+                STARTER,
+                -870,
+                at,
+                sub.end,
+                "Unused time on Starter after 6 Dec",
+            ),
             proration_line(PRO, 870, at, sub.end, "Remaining time on Pro after 6 Dec"),
         ],
     );
@@ -307,8 +325,14 @@ async fn a_downgrade_upgrade_loop_grants_only_the_pro_rata_difference_never_a_fu
     );
     // Every payment with money is recorded (so a refund finds it) with its receipt.
     let list = transactions(&app, &user).await;
-    let credits: Vec<i64> = list.iter().map(|t| t["credits"].as_i64().unwrap()).collect();
-    assert_eq!(credits, vec![2500, 0, pro_rata(2000, start, half, sub.end), 500]);
+    let credits: Vec<i64> = list
+        .iter()
+        .map(|t| t["credits"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        credits,
+        vec![2500, 0, pro_rata(2000, start, half, sub.end), 500]
+    );
     assert_eq!(receipts(&app, &user).await, 4);
     app.assert_ledger_invariants().await;
 }
@@ -330,14 +354,24 @@ async fn a_trial_grants_nothing_and_the_first_paid_cycle_grants_the_plan() {
     let mut trial = trial;
     trial["lines"]["data"][0] = trial_line;
     deliver(&app, &fake, &sub.paid(trial, start)).await;
-    assert_eq!(balance(&app, &user).await, 0, "the $0 trial invoice granted credits");
+    assert_eq!(
+        balance(&app, &user).await,
+        0,
+        "the $0 trial invoice granted credits"
+    );
     assert!(transactions(&app, &user).await.is_empty());
     assert_eq!(receipts(&app, &user).await, 0);
 
     let first_paid = sub.invoice(
         "subscription_cycle",
         2900,
-        vec![subscription_line(PRO, 2900, trial_end, month_after(trial_end), "Pro")],
+        vec![subscription_line(
+            PRO,
+            2900,
+            trial_end,
+            month_after(trial_end),
+            "Pro",
+        )],
     );
     deliver(&app, &fake, &sub.paid(first_paid, trial_end)).await;
     assert_eq!(balance(&app, &user).await, 2500);
@@ -367,7 +401,13 @@ async fn a_cycle_invoice_whose_first_line_is_a_proration_grants_the_subscription
         "subscription_cycle",
         3233,
         vec![
-            proration_line(STARTER, -300, at, sub.end, "Unused time on Starter after 20 Nov"),
+            proration_line(
+                STARTER,
+                -300,
+                at,
+                sub.end,
+                "Unused time on Starter after 20 Nov",
+            ),
             proration_line(PRO, 633, at, sub.end, "Remaining time on Pro after 20 Nov"),
             subscription_line(PRO, 2900, sub.end, next_end, "Pro"),
         ],
@@ -473,7 +513,12 @@ async fn creem_an_upgrade_within_a_period_grants_the_pro_rata_difference_once() 
 
     // The next period renews Pro in full.
     let next = pro.next_period();
-    deliver_ok(&creem, &app, &next.event("subscription.paid", next.period_start)).await;
+    deliver_ok(
+        &creem,
+        &app,
+        &next.event("subscription.paid", next.period_start),
+    )
+    .await;
     assert_eq!(balance(&app, &user).await, 500 + difference + 2500);
     app.assert_ledger_invariants().await;
 }
@@ -490,13 +535,27 @@ async fn creem_a_trial_grants_nothing_until_the_first_paid_period() {
     deliver_ok(&creem, &app, &sub.event("subscription.trialing", t0)).await;
     // Whatever Creem sends while the subscription is trialing pays for nothing.
     deliver_ok(&creem, &app, &sub.event("subscription.paid", t0)).await;
-    assert_eq!(balance(&app, &user).await, 0, "a trialing subscription granted credits");
+    assert_eq!(
+        balance(&app, &user).await,
+        0,
+        "a trialing subscription granted credits"
+    );
     assert_eq!(receipts(&app, &user).await, 0);
 
     let mut paid = sub.next_period();
     paid.status = "active".into();
-    deliver_ok(&creem, &app, &paid.event("subscription.active", paid.period_start)).await;
-    deliver_ok(&creem, &app, &paid.event("subscription.paid", paid.period_start)).await;
+    deliver_ok(
+        &creem,
+        &app,
+        &paid.event("subscription.active", paid.period_start),
+    )
+    .await;
+    deliver_ok(
+        &creem,
+        &app,
+        &paid.event("subscription.paid", paid.period_start),
+    )
+    .await;
     assert_eq!(balance(&app, &user).await, 2500);
     assert_eq!(grants(&app, &user).await, vec![2500]);
     assert_eq!(receipts(&app, &user).await, 1);
