@@ -8,6 +8,7 @@ mod authz_matrix;
 mod bad_input;
 mod billing_creem;
 mod billing_stripe;
+mod billing_subscription_grants;
 mod cli;
 mod credits;
 mod errors;

@@ -21,6 +21,7 @@ use crate::{
     billing::{
         self, Payment, PaymentFlag, Refund, SubscriptionState,
         catalog::{Catalog, Item, Plan},
+        plan_grants::{self, Charge, PlanPayment},
         provider::{CheckoutRequest, PaymentProvider},
     },
     config::{BillingConfig, CreemConfig},
@@ -563,7 +564,8 @@ async fn subscription_event(
     if event.event_type != "subscription.paid" {
         return Ok(());
     }
-    // A paid period: its credits last until the period ends, plus the grace period.
+    // A paid period, or (Creem's payload does not say which) a charge for a plan change
+    // within a period already paid: `plan_grants` tells them apart by the period's level.
     let period_end = sub
         .current_period_end_date
         .ok_or_else(|| invalid("object.current_period_end_date is missing"))?;
@@ -576,23 +578,32 @@ async fn subscription_event(
         ),
         (None, None) => return Err(invalid("object.current_period_start_date is missing")),
     };
+    // A trialing subscription has paid for no period yet.
+    let charge = if sub.status == "trialing" {
+        Charge::Other("trialing")
+    } else {
+        Charge::Period
+    };
     let grace = chrono::Duration::from_std(billing.grace).map_err(anyhow::Error::new)?;
-    billing::record_payment(
+    let granted = plan_grants::record_plan_payment(
         conn,
-        Payment {
+        PlanPayment {
             user_id,
             provider: PROVIDER,
-            kind: "renewal",
-            provider_reference: &reference,
-            item_id: &plan.id,
-            amount_cents: plan.price_cents,
+            reference: &reference,
+            subscription_id: &sub.id,
+            charge,
+            plan,
+            amount_paid: None,
             currency: &plan.currency,
-            credits: plan.monthly_credits,
-            credits_expire_at: Some(period_end + grace),
-            flag: None,
+            period_start: sub.current_period_start_date,
+            period_end,
+            from: at,
+            grace,
         },
     )
     .await?;
+    tracing::info!(event_id = %event.id, ?granted, "Creem subscription paid");
     Ok(())
 }
 

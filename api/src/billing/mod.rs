@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod creem;
+pub mod plan_grants;
 pub mod provider;
 pub mod stripe;
 
@@ -159,19 +160,22 @@ pub async fn record_payment(
         p.item_id,
         p.provider
     );
-    ledger::grant(
-        conn,
-        ledger::NewGrant {
-            user_id: p.user_id,
-            amount: p.credits,
-            source,
-            expires_at: p.credits_expire_at,
-            reference: Some(&id.to_string()),
-            description: &description,
-        },
-    )
-    .await
-    .map_err(credit_error)?;
+    // A payment that grants nothing (a plan change without an upgrade) is still recorded.
+    if p.credits > 0 {
+        ledger::grant(
+            conn,
+            ledger::NewGrant {
+                user_id: p.user_id,
+                amount: p.credits,
+                source,
+                expires_at: p.credits_expire_at,
+                reference: Some(&id.to_string()),
+                description: &description,
+            },
+        )
+        .await
+        .map_err(credit_error)?;
+    }
     let user = users::find(conn, p.user_id).await?;
     mail::queue(
         conn,

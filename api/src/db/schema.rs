@@ -253,6 +253,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    plan_periods (provider, subscription_id, period_end) {
+        provider -> Text,
+        subscription_id -> Text,
+        period_end -> Timestamptz,
+        user_id -> Uuid,
+        plan_id -> Text,
+        credits -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     subscriptions (id) {
         id -> Uuid,
         user_id -> Uuid,
@@ -481,6 +493,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     billing_customers,
     billing_payment_aliases,
     billing_transactions,
+    plan_periods,
     subscriptions,
     webhook_events,
     credit_accounts,

@@ -21,7 +21,8 @@ use uuid::Uuid;
 use crate::{
     billing::{
         self, Payment, Refund, SubscriptionState,
-        catalog::{Item, Plan},
+        catalog::{Catalog, Item, Plan},
+        plan_grants::{self, Charge, PlanPayment},
         stripe::{SIGNATURE_TOLERANCE, verify_signature},
     },
     db::schema::{subscriptions, users},
@@ -278,8 +279,60 @@ fn line_price(line: &Value) -> Option<&str> {
         .or_else(|| id_of(&line["plan"]))
 }
 
-/// A paid subscription invoice (the first period or a renewal): the plan's monthly credits,
-/// usable until the period's end plus the grace period.
+/// Whether an invoice line is a proration ("Unused time on Starter", "Remaining time on
+/// Pro"), as of 2024-06-20 (`proration`) or of newer API versions (`parent.…_details`).
+fn is_proration(line: &Value) -> bool {
+    line["proration"]
+        .as_bool()
+        .or_else(|| line["parent"]["subscription_item_details"]["proration"].as_bool())
+        .or_else(|| line["parent"]["invoice_item_details"]["proration"].as_bool())
+        .unwrap_or(false)
+}
+
+/// Whether an invoice line bills a subscription item for a period (not a proration).
+fn is_subscription_line(line: &Value) -> bool {
+    !is_proration(line)
+        && (line["type"].as_str() == Some("subscription")
+            || line["parent"]["type"].as_str() == Some("subscription_item_details"))
+}
+
+/// What a paid subscription invoice is for, by its `billing_reason`, and the line that
+/// says which plan: the subscription line for a period (never a proration line, which come
+/// first), the new plan's "Remaining time on …" line for a plan change (the "Unused time on
+/// …" line names the plan changed from).
+fn invoice_charge<'a>(
+    catalog: &'a Catalog,
+    invoice: &'a Value,
+) -> Option<(&'a Value, &'a Plan, Charge<'a>)> {
+    let lines = invoice["lines"]["data"].as_array().map(Vec::as_slice);
+    let lines = lines.unwrap_or_default();
+    let planned = |keep: &dyn Fn(&Value) -> bool| {
+        lines.iter().filter(|l| keep(l)).find_map(|line| {
+            line_price(line)
+                .and_then(|price| catalog.plan_by_stripe_price(price))
+                .map(|plan| (line, plan))
+        })
+    };
+    let amount = |line: &Value| line["amount"].as_i64().unwrap_or(0);
+    let subscription_line = || planned(&is_subscription_line);
+    match invoice["billing_reason"].as_str().unwrap_or("") {
+        "subscription_create" | "subscription_cycle" => {
+            subscription_line().map(|(line, plan)| (line, plan, Charge::Period))
+        }
+        "subscription_update" => {
+            let previous = planned(&|l| is_proration(l) && amount(l) < 0).map(|(_, plan)| plan);
+            planned(&|l| is_proration(l) && amount(l) > 0)
+                .or_else(subscription_line)
+                .map(|(line, plan)| (line, plan, Charge::Change { previous }))
+        }
+        other => subscription_line()
+            .or_else(|| planned(&|_| true))
+            .map(|(line, plan)| (line, plan, Charge::Other(other))),
+    }
+}
+
+/// A paid subscription invoice: plan credits as [`plan_grants`] decides (a paid period in
+/// full, an upgrade's pro-rata difference, nothing for $0, downgrades or other reasons).
 async fn invoice_paid(
     conn: &mut AsyncPgConnection,
     state: &AppState,
@@ -290,12 +343,7 @@ async fn invoice_paid(
         return ignored(event, "invoice without id");
     };
     let catalog = &state.config.billing.catalog;
-    let lines = invoice["lines"]["data"].as_array().map(Vec::as_slice);
-    let Some((line, plan)) = lines.unwrap_or_default().iter().find_map(|line| {
-        line_price(line)
-            .and_then(|price| catalog.plan_by_stripe_price(price))
-            .map(|plan| (line, plan))
-    }) else {
+    let Some((line, plan, charge)) = invoice_charge(catalog, invoice) else {
         return ignored(event, "no plan of the catalog on the invoice");
     };
     let metadata_user = invoice["subscription_details"]["metadata"]["user_id"]
@@ -305,26 +353,43 @@ async fn invoice_paid(
     let Some(user_id) = find_user(conn, id_of(&invoice["customer"]), metadata_user).await? else {
         return ignored(event, "no such user");
     };
+    let subscription = id_of(&invoice["subscription"])
+        .or_else(|| invoice["parent"]["subscription_details"]["subscription"].as_str())
+        .unwrap_or(invoice_id);
     let period_end = time_of(&line["period"]["end"])
         .or_else(|| time_of(&invoice["period_end"]))
         .unwrap_or(event.created + chrono::Duration::days(31));
+    let line_start = time_of(&line["period"]["start"]);
     let grace = chrono::Duration::from_std(state.config.billing.grace).unwrap_or_default();
-    billing::record_payment(
+    let granted = plan_grants::record_plan_payment(
         conn,
-        Payment {
+        PlanPayment {
             user_id,
             provider: PROVIDER,
-            kind: "renewal",
-            provider_reference: invoice_id,
-            item_id: &plan.id,
-            amount_cents: invoice["amount_paid"].as_i64().unwrap_or(plan.price_cents),
+            reference: invoice_id,
+            subscription_id: subscription,
+            charge,
+            plan,
+            // Never assume a payment: what the invoice says was paid in money.
+            amount_paid: Some(invoice["amount_paid"].as_i64().unwrap_or(0)),
             currency: invoice["currency"].as_str().unwrap_or(&plan.currency),
-            credits: plan.monthly_credits,
-            credits_expire_at: Some(period_end + grace),
-            flag: None,
+            // A period line spans the period; a proration line only its prorated part.
+            period_start: match charge {
+                Charge::Period => line_start,
+                _ => None,
+            },
+            period_end,
+            from: line_start.unwrap_or(event.created),
+            grace,
         },
     )
     .await?;
+    tracing::info!(
+        event = event.id,
+        invoice = invoice_id,
+        ?granted,
+        "Stripe invoice paid"
+    );
     Ok(())
 }
 
