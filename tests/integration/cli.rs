@@ -2,19 +2,7 @@
 
 use std::process::Command;
 
-pub(crate) fn binary() -> String {
-    std::env::var("GI2_TEST_BIN").unwrap_or_else(|_| {
-        // target/debug/deps/integration-… → target/debug/gptimage2
-        let exe = std::env::current_exe().unwrap();
-        exe.parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("gptimage2")
-            .display()
-            .to_string()
-    })
-}
+pub(crate) use gptimage2_tests::served::binary;
 
 pub(crate) fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(binary());

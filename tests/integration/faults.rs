@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use gptimage2_tests::{AppOptions, spawn_app_with};
+use gptimage2_tests::{AppOptions, Served, spawn_app_with};
 use serde_json::{Value, json};
 
 /// The object store goes away while a generation is being stored: the job retries, then the
@@ -140,56 +140,6 @@ async fn database_connection_lost_mid_request_is_a_503_and_the_service_recovers(
     assert_eq!(ready.status(), reqwest::StatusCode::OK);
 }
 
-/// A `serve` process of the real binary, killed with SIGKILL when dropped.
-struct Served {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Served {
-    async fn start(env: &[(String, String)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(crate::cli::binary())
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("GI2_BIND", format!("127.0.0.1:{port}"))
-            .env("GI2_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        gptimage2_tests::eventually("serve is ready", Duration::from_secs(20), || async {
-            client
-                .get(format!("{base}/readyz"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
-        })
-        .await;
-        Self { child, base }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// The process handling a Stripe webhook dies (SIGKILL) right after the grant committed, so
 /// Stripe never saw a 2xx and delivers the event again: the retry is acknowledged and
 /// changes nothing.
@@ -202,7 +152,7 @@ async fn a_webhook_retried_after_the_handler_died_past_its_commit_pays_once() {
     let mut env: Vec<(String, String)> = gptimage2_tests::base_env(&db).into_iter().collect();
     env.extend(fake.env());
     env.push(("GI2_STORAGE_DIR".into(), dir.0.display().to_string()));
-    let mut first = Served::start(&env).await;
+    let mut first = Served::start(&["serve"], env.clone()).await;
     let client = reqwest::Client::new();
 
     let registered: Value = client
@@ -281,7 +231,7 @@ async fn a_webhook_retried_after_the_handler_died_past_its_commit_pays_once() {
     let _ = in_flight.await.unwrap();
 
     // Stripe retries against the restarted service.
-    let second = Served::start(&env).await;
+    let second = Served::start(&["serve"], env.clone()).await;
     let res = deliver(second.base.clone(), body.clone(), fake.sign(&body, now()))
         .await
         .unwrap();

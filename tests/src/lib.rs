@@ -7,6 +7,7 @@ pub mod db;
 pub mod oauth_fake;
 pub mod openai_fake;
 pub mod s3;
+pub mod served;
 pub mod smtp;
 pub mod stripe_fake;
 pub mod users;
@@ -17,6 +18,7 @@ use gptimage2::{app::Application, config::Config, state::AppState};
 use tokio_util::sync::CancellationToken;
 
 pub use db::{TestDb, fresh_database};
+pub use served::Served;
 pub use smtp::{ReceivedMail, SmtpServer};
 pub use users::TestUser;
 

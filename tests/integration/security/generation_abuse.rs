@@ -12,7 +12,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use gptimage2_tests::{AppOptions, TestApp, TestUser, eventually, spawn_app_with};
+use gptimage2_tests::{AppOptions, Served, TestApp, TestUser, eventually, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::{
@@ -451,92 +451,21 @@ fn flat_rgba16_png(width: u32, height: u32) -> Vec<u8> {
     out
 }
 
-/// A `gptimage2 serve` process of its own, so its memory is measured apart from the tests'.
-struct Served {
-    child: std::process::Child,
-    base: String,
-    _db: gptimage2_tests::TestDb,
-    _dir: gptimage2_tests::tempfile_dir::TempDir,
-}
-
-impl Served {
-    async fn start() -> Self {
-        let db = gptimage2_tests::fresh_database().await;
-        let dir = gptimage2_tests::tempfile_dir::TempDir::new();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let binary = std::env::var("GI2_TEST_BIN").unwrap_or_else(|_| {
-            let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().unwrap().parent().unwrap();
-            dir.join("gptimage2").display().to_string()
-        });
-        let child = std::process::Command::new(binary)
-            .args(["serve", "--no-workers"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(gptimage2_tests::base_env(&db))
-            .env("GI2_STORAGE", "local")
-            .env("GI2_STORAGE_DIR", dir.0.display().to_string())
-            .env("GI2_BIND", format!("127.0.0.1:{port}"))
-            .env("GI2_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        eventually("serve to be ready", Duration::from_secs(30), || async {
-            client
-                .get(format!("{base}/readyz"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == StatusCode::OK)
-        })
-        .await;
-        Self {
-            child,
-            base,
-            _db: db,
-            _dir: dir,
-        }
-    }
-
-    /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
-    fn kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}:")))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in {status}"))
-    }
-
-    async fn upload(
-        &self,
-        client: &reqwest::Client,
-        token: &str,
-        png: Vec<u8>,
-    ) -> reqwest::Response {
-        let part = reqwest::multipart::Part::bytes(png).file_name("image.png");
-        client
-            .post(format!("{}/v1/reference-images", self.base))
-            .bearer_auth(token)
-            .multipart(reqwest::multipart::Form::new().part("file", part))
-            .send()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Uploads `png` as a reference image to a server of its own.
+async fn upload(
+    served: &Served,
+    client: &reqwest::Client,
+    token: &str,
+    png: Vec<u8>,
+) -> reqwest::Response {
+    let part = reqwest::multipart::Part::bytes(png).file_name("image.png");
+    client
+        .post(format!("{}/v1/reference-images", served.base))
+        .bearer_auth(token)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,7 +477,8 @@ async fn a_300_kib_png_that_decodes_to_320_mib_inflates_the_server() {
         bomb.len()
     );
     let bomb_kib = bomb.len() / 1024;
-    let served = Served::start().await;
+    // A `gptimage2 serve` process of its own, so its memory is measured apart from the tests'.
+    let served = Served::fresh(&["serve", "--no-workers"], &[]).await;
     let client = reqwest::Client::new();
     let registered: Value = client
         .post(format!("{}/v1/auth/register", served.base))
@@ -563,12 +493,12 @@ async fn a_300_kib_png_that_decodes_to_320_mib_inflates_the_server() {
     // Warm up the upload path with an ordinary image first.
     let ordinary = gptimage2_tests::openai_fake::encode_image(256, 256, "png", 1);
     assert_eq!(
-        served.upload(&client, token, ordinary).await.status(),
+        upload(&served, &client, token, ordinary).await.status(),
         StatusCode::CREATED
     );
 
     let before = served.kib("VmRSS");
-    let res = served.upload(&client, token, bomb).await;
+    let res = upload(&served, &client, token, bomb).await;
     let status = res.status();
     let problem: Value = res.json().await.unwrap_or_default();
     let growth_mib = served.kib("VmHWM").saturating_sub(before) / 1024;

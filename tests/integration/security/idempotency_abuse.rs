@@ -3,12 +3,9 @@
 //! created the answer was revoked), to make the server buffer anonymous bodies and fill its
 //! table, and stored answers outliving the account they belong to.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use gptimage2_tests::{AppOptions, TestApp, TestUser, base_env, eventually, spawn_app_with};
+use gptimage2_tests::{AppOptions, Served, TestApp, TestUser, eventually, spawn_app_with};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -270,74 +267,6 @@ async fn a_support_request_answer_outlives_account_erasure() {
 
 // ---- memory: a separate server process, measured from outside ---------------------------
 
-/// The real binary (`gptimage2 serve`) on its own fresh database, so its memory is its own.
-struct Server {
-    child: Child,
-    address: String,
-    _db: gptimage2_tests::TestDb,
-    _dir: gptimage2_tests::tempfile_dir::TempDir,
-}
-
-impl Server {
-    async fn start() -> Self {
-        let db = gptimage2_tests::fresh_database().await;
-        let dir = gptimage2_tests::tempfile_dir::TempDir::new();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut env = base_env(&db);
-        env.insert("GI2_BIND".into(), format!("127.0.0.1:{port}"));
-        env.insert("GI2_STORAGE".into(), "local".into());
-        env.insert("GI2_STORAGE_DIR".into(), dir.0.display().to_string());
-        env.insert("GI2_LOG".into(), "error".into());
-        let child = Command::new(crate::cli::binary())
-            .args(["serve", "--no-workers"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the gptimage2 binary starts (GI2_TEST_BIN)");
-        let server = Self {
-            child,
-            address: format!("127.0.0.1:{port}"),
-            _db: db,
-            _dir: dir,
-        };
-        let client = reqwest::Client::new();
-        eventually("the server to answer", Duration::from_secs(60), || async {
-            let res = client
-                .get(format!("http://{}/healthz", server.address))
-                .send()
-                .await;
-            res.ok().filter(|r| r.status().is_success()).map(|_| ())
-        })
-        .await;
-        server
-    }
-
-    /// Resident memory of the server process, in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/<pid>/status")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 const BODY: usize = 25 * 1024 * 1024;
 
 /// Where the bodies go: a multipart upload (its form head first, then file bytes) or JSON.
@@ -395,15 +324,15 @@ async fn unfinished_body(
 /// RSS growth (MiB) while 8 unfinished 25 MiB bodies to `targets` (in turn) are held open
 /// against `server`, and the MiB sent.
 async fn growth_under_eight_bodies(
-    server: &Server,
+    server: &Served,
     targets: &[Target],
     authorization: Option<String>,
     round: &str,
 ) -> (u64, usize) {
-    let before = server.rss_kib();
+    let before = server.kib("VmRSS");
     let bodies = (0..8).map(|i| {
         tokio::spawn(unfinished_body(
-            server.address.clone(),
+            server.address().to_string(),
             targets[i % targets.len()],
             authorization.clone(),
             format!("{round}-{i}"),
@@ -416,19 +345,19 @@ async fn growth_under_eight_bodies(
         .collect();
     let sent: usize = connections.iter().map(|(_, n)| n).sum();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let during = server.rss_kib();
+    let during = server.kib("VmRSS");
     drop(connections);
     (during.saturating_sub(before) / 1024, sent >> 20)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_caller_makes_the_server_buffer_unfinished_bodies() {
-    let server = Server::start().await;
+    let server = Served::fresh(&["serve", "--no-workers"], &[("GI2_LOG", "error")]).await;
     // Warm up what every request allocates once (pools, thread-locals, the route table).
     let client = reqwest::Client::new();
     for _ in 0..4 {
         client
-            .post(format!("http://{}/v1/generations", server.address))
+            .post(format!("{}/v1/generations", server.base))
             .header("Idempotency-Key", "warm-up")
             .json(&json!({"prompt": "x"}))
             .send()
@@ -445,10 +374,10 @@ async fn anonymous_caller_makes_the_server_buffer_unfinished_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_in_caller_makes_the_server_buffer_past_the_route_limit() {
-    let server = Server::start().await;
+    let server = Served::fresh(&["serve", "--no-workers"], &[("GI2_LOG", "error")]).await;
     let client = reqwest::Client::new();
     let res = client
-        .post(format!("http://{}/v1/auth/register", server.address))
+        .post(format!("{}/v1/auth/register", server.base))
         .json(&json!({
             "email": format!("big-{}@example.com", uuid::Uuid::new_v4().simple()),
             "password": gptimage2_tests::users::PASSWORD,
@@ -464,7 +393,7 @@ async fn signed_in_caller_makes_the_server_buffer_past_the_route_limit() {
         .to_string();
     for _ in 0..4 {
         client
-            .post(format!("http://{}/v1/generations", server.address))
+            .post(format!("{}/v1/generations", server.base))
             .bearer_auth(&token)
             .header("Idempotency-Key", "warm-up")
             .json(&json!({"prompt": "x"}))

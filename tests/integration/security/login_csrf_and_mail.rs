@@ -4,16 +4,14 @@
 //! for every signature (extra), and a production server that mails into its log (extra).
 
 use std::{
-    io::{Read, Seek},
     process::{Command, Stdio},
     time::Duration,
 };
 
 use gptimage2_tests::{
-    AppOptions, Storage, TestApp, TestUser, base_env, eventually, fresh_database,
+    AppOptions, Served, Storage, TestApp, TestUser, base_env, eventually,
     oauth_fake::{FakeProvider, FakeUser, state_cookie, state_set_cookie},
     spawn_app_with,
-    tempfile_dir::TempDir,
     users::{PASSWORD, refresh_cookie},
 };
 use hmac::{Hmac, Mac};
@@ -191,85 +189,18 @@ async fn attacker_relays_phishing_through_the_support_copy_to_an_address_they_do
     );
 }
 
-/// A `serve` process of the real binary with its stdout in a file; killed when dropped.
-struct Served {
-    child: std::process::Child,
-    base: String,
-    log: std::fs::File,
-    _dir: TempDir,
-}
-
-impl Served {
-    async fn start(env: Vec<(String, String)>) -> Self {
-        let dir = TempDir::new();
-        let log_path = dir.0.join("stdout.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(crate::cli::binary())
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(env)
-            .env("GI2_STORAGE_DIR", dir.0.join("objects"))
-            .env("GI2_BIND", format!("127.0.0.1:{port}"))
-            .env("GI2_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        eventually("serve is ready", Duration::from_secs(30), || async {
-            client
-                .get(format!("{base}/readyz"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
-        })
-        .await;
-        Self {
-            child,
-            base,
-            log: std::fs::File::open(&log_path).unwrap(),
-            _dir: dir,
-        }
-    }
-
-    fn output(&mut self) -> String {
-        let mut out = String::new();
-        self.log.rewind().unwrap();
-        self.log.read_to_string(&mut out).unwrap();
-        out
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attacker_forges_log_lines_through_a_mail_written_to_the_log() {
-    let db = fresh_database().await;
-    let mut env: Vec<(String, String)> = base_env(&db).into_iter().collect();
-    env.extend(
-        [
+    // No GI2_SMTP_URL: mail goes to the log.
+    let served = Served::fresh(
+        &["serve"],
+        &[
             ("GI2_LOG", "info"),
             ("GI2_LOG_FORMAT", "text"),
             ("NO_COLOR", "1"),
-            ("GI2_STORAGE", "local"),
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    // No GI2_SMTP_URL: mail goes to the log.
-    let mut served = Served::start(env).await;
+        ],
+    )
+    .await;
     let client = reqwest::Client::new();
     let registered: Value = client
         .post(format!("{}/v1/auth/register", served.base))
@@ -407,7 +338,7 @@ async fn attacker_with_the_url_signing_key_recomputes_analytics_pseudonyms() {
 
 #[tokio::test]
 async fn production_without_smtp_refuses_to_start_instead_of_logging_reset_tokens() {
-    let mut child = Command::new(crate::cli::binary())
+    let mut child = Command::new(gptimage2_tests::served::binary())
         .arg("serve")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
