@@ -2005,14 +2005,16 @@ export interface components {
             url: string;
         };
         /**
-         * @description Why a payment was recorded without credits: it did not pay the catalog price of what
-         *     it claims to buy (another amount or currency), or bought a product that is not in the
-         *     catalog while its metadata names an item that is. An operator settles it (refund, or a
-         *     grant by hand).
+         * @description Why a payment awaits an operator. `amount_mismatch`, `currency_mismatch` and
+         *     `unknown_product` were recorded without credits: the payment did not pay the catalog
+         *     price of what it claims to buy (another amount or currency), or bought a product that
+         *     is not in the catalog while its metadata names an item that is (settled by a refund or
+         *     a grant by hand). `customer_conflict` was granted as usual to the account our own
+         *     checkout reference names, but the provider's customer is linked to another account.
          * @example amount_mismatch
          * @enum {string}
          */
-        PaymentFlag: "amount_mismatch" | "currency_mismatch" | "unknown_product";
+        PaymentFlag: "amount_mismatch" | "currency_mismatch" | "unknown_product" | "customer_conflict";
         Plan: {
             creem_product_id?: string | null;
             /** @example usd */
@@ -6191,7 +6193,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookAck"];
                 };
             };
-            /** @description `invalid_signature`: missing or wrong signature; `invalid_payload`: a signed event lacking what this API needs */
+            /** @description `invalid_signature`: missing or wrong signature; `invalid_payload`: not a Creem event (a signed event lacking what this API needs is acknowledged and kept for review) */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];

@@ -264,8 +264,10 @@ struct Metadata {
 #[derive(Debug, Deserialize)]
 struct Order {
     id: String,
-    /// The total charged, in the currency's smallest unit.
+    /// The order's total, in the currency's smallest unit.
     amount: i64,
+    /// What the customer paid (after discounts, with taxes), when Creem states it.
+    amount_paid: Option<i64>,
     /// The product's price × units, before discounts and taxes.
     sub_total: Option<i64>,
     currency: String,
@@ -300,6 +302,26 @@ struct SubscriptionObject {
     current_period_end_date: Option<DateTime<Utc>>,
     metadata: Option<Metadata>,
     last_transaction_id: Option<String>,
+    /// The paid transaction itself, when Creem includes it.
+    last_transaction: Option<Transaction>,
+}
+
+/// A Creem transaction: one charge of a subscription (or an order).
+#[derive(Debug, Deserialize)]
+struct Transaction {
+    id: String,
+    /// The transaction's amount, in the currency's smallest unit.
+    amount: i64,
+    /// What was actually charged (after discounts, with taxes), when stated.
+    amount_paid: Option<i64>,
+    currency: String,
+}
+
+impl Order {
+    /// What was charged: `amount_paid` when Creem states it, else the order's `amount`.
+    fn charged(&self) -> i64 {
+        self.amount_paid.unwrap_or(self.amount)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,7 +351,10 @@ pub async fn apply_event(
     }
 }
 
-/// The buyer: our `metadata.user_id` if that user still exists, else the known customer.
+/// The buyer: our own checkout reference first (the `metadata.user_id` our checkout wrote,
+/// which Creem copies onto the subscription) if that user still exists, else the account the
+/// customer is linked to. A customer linked to another account does not change the buyer:
+/// see [`link_customer`].
 async fn find_user(
     conn: &mut AsyncPgConnection,
     metadata: Option<&Metadata>,
@@ -350,6 +375,30 @@ async fn find_user(
         Some(c) => Ok(billing::user_for_customer(conn, PROVIDER, c.id()).await?),
         None => Ok(None),
     }
+}
+
+/// Links the event's customer to the buyer; `Some(customer_conflict)` when Creem's customer
+/// is already linked to another account (one card or e-mail used from two accounts): the
+/// payment is still recorded and credited for the buyer our checkout names, and flagged.
+async fn link_customer(
+    conn: &mut AsyncPgConnection,
+    event: &Event,
+    user_id: Uuid,
+    customer: Option<&Ref>,
+) -> Result<Option<PaymentFlag>, ApiError> {
+    let Some(customer) = customer else {
+        return Ok(None);
+    };
+    if billing::link_customer(conn, user_id, PROVIDER, customer.id()).await? {
+        return Ok(None);
+    }
+    tracing::warn!(
+        event_id = %event.id,
+        user = %user_id,
+        customer = customer.id(),
+        "Creem customer linked to another account; payment recorded for the checkout's buyer and flagged"
+    );
+    Ok(Some(PaymentFlag::CustomerConflict))
 }
 
 fn no_user(event: &Event) -> Result<(), ApiError> {
@@ -395,7 +444,7 @@ async fn unknown_product(
             kind: "purchase",
             provider_reference: &order.id,
             item_id: claimed,
-            amount_cents: order.amount,
+            amount_cents: order.charged(),
             currency: &order.currency.to_lowercase(),
             credits: 0,
             credits_expire_at: None,
@@ -417,10 +466,8 @@ async fn checkout_completed(
     let Some(user_id) = find_user(conn, metadata, object.customer.as_ref()).await? else {
         return no_user(event);
     };
-    // From now on the portal can be opened for this user.
-    if let Some(customer) = &object.customer {
-        billing::remember_customer(conn, user_id, PROVIDER, customer.id()).await?;
-    }
+    // From now on the portal can be opened for this user (unless the customer is another's).
+    let conflict = link_customer(conn, event, user_id, object.customer.as_ref()).await?;
     let recurring = object.subscription.is_some()
         || object.order.as_ref().and_then(|o| o.kind.as_deref()) == Some("recurring")
         || billing
@@ -487,12 +534,14 @@ async fn checkout_completed(
         )
         .await;
     };
+    // A price or currency mismatch withholds the credits, so it wins over a conflict.
     let flag = billing::price_flag(
         Some(order.sub_total.unwrap_or(order.amount)),
         Some(&order.currency),
         pack.price_cents,
         &pack.currency,
-    );
+    )
+    .or(conflict);
     billing::record_payment(
         conn,
         Payment {
@@ -501,7 +550,7 @@ async fn checkout_completed(
             kind: "purchase",
             provider_reference: &order.id,
             item_id: &pack.id,
-            amount_cents: order.amount,
+            amount_cents: order.charged(),
             currency: &order.currency.to_lowercase(),
             credits: pack.credits,
             credits_expire_at: None,
@@ -534,9 +583,7 @@ async fn subscription_event(
     let Some(user_id) = find_user(conn, metadata, sub.customer.as_ref()).await? else {
         return no_user(event);
     };
-    if let Some(customer) = &sub.customer {
-        billing::remember_customer(conn, user_id, PROVIDER, customer.id()).await?;
-    }
+    let conflict = link_customer(conn, event, user_id, sub.customer.as_ref()).await?;
     let Some(plan) = plan_for(&billing.catalog, sub.product.id()) else {
         tracing::warn!(
             event_id = %event.id,
@@ -569,7 +616,11 @@ async fn subscription_event(
     let period_end = sub
         .current_period_end_date
         .ok_or_else(|| invalid("object.current_period_end_date is missing"))?;
-    let reference = match (&sub.last_transaction_id, sub.current_period_start_date) {
+    let transaction = sub.last_transaction.as_ref();
+    let transaction_id = transaction
+        .map(|t| &t.id)
+        .or(sub.last_transaction_id.as_ref());
+    let reference = match (transaction_id, sub.current_period_start_date) {
         (Some(transaction), _) => transaction.clone(),
         (None, Some(start)) => format!(
             "{}:{}",
@@ -584,6 +635,11 @@ async fn subscription_event(
     } else {
         Charge::Period
     };
+    // What was charged: the paid transaction's `amount_paid` (after discounts, with taxes;
+    // else its `amount`) in its currency. When Creem leaves the transaction out, the
+    // catalog's price and currency are recorded instead (`amount_paid: None`).
+    let currency = transaction.map(|t| t.currency.to_lowercase());
+    let amount_paid = transaction.map(|t| t.amount_paid.unwrap_or(t.amount));
     let grace = chrono::Duration::from_std(billing.grace).map_err(anyhow::Error::new)?;
     let granted = plan_grants::record_plan_payment(
         conn,
@@ -594,8 +650,9 @@ async fn subscription_event(
             subscription_id: &sub.id,
             charge,
             plan,
-            amount_paid: None,
-            currency: &plan.currency,
+            amount_paid,
+            currency: currency.as_deref().unwrap_or(&plan.currency),
+            flag: conflict,
             period_start: sub.current_period_start_date,
             period_end,
             from: at,

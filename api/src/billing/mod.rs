@@ -36,15 +36,25 @@ wire_enum! {
 }
 
 wire_enum! {
-    /// Why a payment was recorded without credits: it did not pay the catalog price of what
-    /// it claims to buy (another amount or currency), or bought a product that is not in the
-    /// catalog while its metadata names an item that is. An operator settles it (refund, or a
-    /// grant by hand).
+    /// Why a payment awaits an operator. `amount_mismatch`, `currency_mismatch` and
+    /// `unknown_product` were recorded without credits: the payment did not pay the catalog
+    /// price of what it claims to buy (another amount or currency), or bought a product that
+    /// is not in the catalog while its metadata names an item that is (settled by a refund or
+    /// a grant by hand). `customer_conflict` was granted as usual to the account our own
+    /// checkout reference names, but the provider's customer is linked to another account.
     #[schema(example = "amount_mismatch")]
     pub enum PaymentFlag {
         AmountMismatch = "amount_mismatch",
         CurrencyMismatch = "currency_mismatch",
         UnknownProduct = "unknown_product",
+        CustomerConflict = "customer_conflict",
+    }
+}
+
+impl PaymentFlag {
+    /// Whether a payment with this flag is recorded without its credits.
+    pub fn withholds_credits(self) -> bool {
+        !matches!(self, Self::CustomerConflict)
     }
 }
 
@@ -101,20 +111,23 @@ pub struct Payment<'a> {
     pub credits: i64,
     /// Plan credits expire (period end + grace); pack credits do not.
     pub credits_expire_at: Option<DateTime<Utc>>,
-    /// Set when the payment is not what `item_id` costs ([`price_flag`]): it is recorded,
-    /// flagged and logged, and grants nothing.
+    /// Set when the payment needs an operator's look: it is recorded, flagged and logged,
+    /// and grants nothing unless the flag allows it ([`PaymentFlag::withholds_credits`]).
     pub flag: Option<PaymentFlag>,
 }
 
 /// Records the payment, grants its credits and queues the receipt; `None` when this payment
-/// was already recorded. A flagged payment is recorded with its flag and no credits, and
-/// logged as a warning. Call inside the caller's transaction.
+/// was already recorded. A flagged payment is recorded with its flag and logged as a
+/// warning; it grants nothing (and mails no receipt) when its flag withholds credits.
+/// `amount_cents` and `currency` are what the provider charged. Call inside the caller's
+/// transaction.
 pub async fn record_payment(
     conn: &mut AsyncPgConnection,
     p: Payment<'_>,
 ) -> Result<Option<Uuid>, ApiError> {
     let id = Uuid::now_v7();
-    let credits = if p.flag.is_some() { 0 } else { p.credits };
+    let withheld = p.flag.is_some_and(PaymentFlag::withholds_credits);
+    let credits = if withheld { 0 } else { p.credits };
     let inserted = diesel::insert_into(billing_transactions::table)
         .values((
             billing_transactions::id.eq(id),
@@ -145,9 +158,12 @@ pub async fn record_payment(
             amount_cents = p.amount_cents,
             currency = p.currency,
             flag = flag.as_str(),
-            "payment flagged: not the catalog price of what it claims to buy; no credits granted"
+            credits_withheld = withheld,
+            "payment flagged for review"
         );
-        return Ok(Some(id));
+        if withheld {
+            return Ok(Some(id));
+        }
     }
     let source = if p.kind == "renewal" {
         GrantSource::Subscription
@@ -392,6 +408,59 @@ pub async fn remember_customer(
         .await
 }
 
+/// Links the provider's customer to the user unless it is linked already (first link wins:
+/// it is what the portal opens). False when the customer belongs to another account: the
+/// caller still records the payment for `user_id` and flags it
+/// ([`PaymentFlag::CustomerConflict`]).
+pub async fn link_customer(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    provider: &str,
+    customer: &str,
+) -> QueryResult<bool> {
+    diesel::insert_into(billing_customers::table)
+        .values((
+            billing_customers::user_id.eq(user_id),
+            billing_customers::provider.eq(provider),
+            billing_customers::customer_id.eq(customer),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    let owner = user_for_customer(conn, provider, customer).await?;
+    Ok(owner.is_none_or(|owner| owner == user_id))
+}
+
+/// Records a signed event that can never be applied (it lacks what we need, or names
+/// nothing we can act on) with the reason, so it is acknowledged once and an operator can
+/// find it (`webhook_events.needs_attention`). Repeats are no-ops.
+pub async fn record_unapplied(
+    conn: &mut AsyncPgConnection,
+    provider: &str,
+    event_id: &str,
+    event_type: &str,
+    reason: &str,
+) -> QueryResult<()> {
+    tracing::warn!(
+        provider,
+        event_id,
+        event_type,
+        reason,
+        "webhook event cannot be applied; acknowledged and kept for review"
+    );
+    diesel::insert_into(webhook_events::table)
+        .values((
+            webhook_events::provider.eq(provider),
+            webhook_events::event_id.eq(event_id),
+            webhook_events::event_type.eq(event_type),
+            webhook_events::needs_attention.eq(reason),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// The user a provider's customer id belongs to.
 pub async fn user_for_customer(
     conn: &mut AsyncPgConnection,
@@ -407,12 +476,43 @@ pub async fn user_for_customer(
         .optional()
 }
 
-pub fn format_money(cents: i64, currency: &str) -> String {
+/// How many decimals a currency's amounts have (ISO 4217 minor units). Providers count
+/// amounts in the smallest unit: 1500 JPY is ¥1500, 1500 USD cents is $15.00, 1500 BHD fils
+/// is 1.500 BHD.
+pub fn minor_units(currency: &str) -> u32 {
+    // ISO 4217 currencies without a minor unit, and those with three decimals; every
+    // other currency has two.
+    const ZERO: &[&str] = &[
+        "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+        "VUV", "XAF", "XOF", "XPF",
+    ];
+    const THREE: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+    let code = currency.to_ascii_uppercase();
+    if ZERO.contains(&code.as_str()) {
+        0
+    } else if THREE.contains(&code.as_str()) {
+        3
+    } else {
+        2
+    }
+}
+
+/// An amount in the currency's smallest unit as text: `5.00 USD`, `1500 JPY`, `1.500 BHD`.
+pub fn format_money(amount: i64, currency: &str) -> String {
+    let code = currency.to_uppercase();
+    let digits = minor_units(currency);
+    if digits == 0 {
+        return format!("{amount} {code}");
+    }
+    let scale = 10_i64.pow(digits);
+    let sign = if amount < 0 { "-" } else { "" };
+    let (major, minor) = (
+        amount.unsigned_abs() / scale as u64,
+        amount.unsigned_abs() % scale as u64,
+    );
     format!(
-        "{}.{:02} {}",
-        cents / 100,
-        (cents % 100).abs(),
-        currency.to_uppercase()
+        "{sign}{major}.{minor:0width$} {code}",
+        width = digits as usize
     )
 }
 
@@ -452,6 +552,16 @@ pub fn not_configured(provider: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn money_respects_the_currency_minor_units() {
+        assert_eq!(format_money(500, "usd"), "5.00 USD");
+        assert_eq!(format_money(5, "eur"), "0.05 EUR");
+        assert_eq!(format_money(-714, "eur"), "-7.14 EUR");
+        assert_eq!(format_money(1500, "jpy"), "1500 JPY");
+        assert_eq!(format_money(1500, "KRW"), "1500 KRW");
+        assert_eq!(format_money(1500, "bhd"), "1.500 BHD");
+    }
 
     #[test]
     fn only_the_catalog_price_in_its_currency_passes() {

@@ -66,6 +66,9 @@ pub struct PlanPayment<'a> {
     /// not: then the plan's price is recorded).
     pub amount_paid: Option<i64>,
     pub currency: &'a str,
+    /// Recorded on the payment (e.g. `customer_conflict`); a flag that withholds credits
+    /// records the charge without them.
+    pub flag: Option<billing::PaymentFlag>,
     pub period_start: Option<DateTime<Utc>>,
     pub period_end: DateTime<Utc>,
     /// When the paid part begins: the period's start, or when the plan changed.
@@ -142,7 +145,7 @@ pub async fn record_plan_payment(
             currency: p.currency,
             credits,
             credits_expire_at: Some(p.period_end + p.grace),
-            flag: None,
+            flag: p.flag,
         },
     )
     .await?;
@@ -242,6 +245,7 @@ mod tests {
             plan,
             amount_paid: paid,
             currency: "usd",
+            flag: None,
             period_start: None,
             period_end: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
             from: Utc.with_ymd_and_hms(2026, 11, 16, 0, 0, 0).unwrap(),

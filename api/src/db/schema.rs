@@ -314,6 +314,7 @@ diesel::table! {
         event_id -> Text,
         event_type -> Text,
         received_at -> Timestamptz,
+        needs_attention -> Nullable<Text>,
     }
 }
 

@@ -295,8 +295,10 @@ pub struct TransactionView {
     pub credits: i64,
     /// Refunds only: credits already spent, so not taken back.
     pub credits_lost: i64,
-    /// Set when the payment was not the catalog price of what it claims to buy: it granted
-    /// no credits and awaits support (a refund, or credits granted by hand).
+    /// Set when the payment awaits support. `amount_mismatch`, `currency_mismatch`,
+    /// `unknown_product`: it was not the catalog price of what it claims to buy and granted no
+    /// credits (a refund, or credits granted by hand). `customer_conflict`: it was granted as
+    /// usual, but the provider's customer is linked to another account.
     #[schema(value_type = Option<PaymentFlag>)]
     pub flag: Option<String>,
     pub created_at: DateTime<Utc>,

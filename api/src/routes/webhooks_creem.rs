@@ -3,9 +3,12 @@
 //!
 //! Creem signs without a timestamp, so the recorded event id is the replay protection. An
 //! event this server cannot use (unknown type, user or product) is recorded and
-//! acknowledged with a warning: refusing it would only make Creem retry it.
+//! acknowledged with a warning: refusing it would only make Creem retry it. A signed event
+//! that can never be applied (a permanent condition: it lacks what we need) is recorded as
+//! needing attention, with the reason, and acknowledged too; only transient failures (the
+//! database) answer an error, so Creem retries them.
 
-use actix_web::{HttpRequest, post, web};
+use actix_web::{HttpRequest, ResponseError, post, web};
 use diesel_async::AsyncConnection;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -42,7 +45,7 @@ pub struct WebhookAck {
     ),
     responses(
         (status = 200, description = "Applied now, applied earlier (a replay), or ignored", body = WebhookAck),
-        (status = 400, description = "`invalid_signature`: missing or wrong signature; `invalid_payload`: a signed event lacking what this API needs", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_signature`: missing or wrong signature; `invalid_payload`: not a Creem event (a signed event lacking what this API needs is acknowledged and kept for review)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`billing_not_configured`, or `database_unavailable` (Creem retries)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -74,16 +77,32 @@ pub async fn receive_creem_event(
             "The creem-signature header is missing or does not match this body.",
         ));
     }
+    // A body that is not an event at all (no id to acknowledge it once) is refused.
     let event = Event::parse(&body)?;
     let mut conn = state.pool.get().await?;
-    conn.transaction::<_, ApiError, _>(async |conn| {
-        if billing::first_delivery(conn, PROVIDER, &event.id, &event.event_type).await? {
-            creem::apply_event(conn, &state.config.billing, &event).await?;
-        } else {
-            tracing::debug!(event = %event.id, "Creem event replayed; already applied");
+    let applied = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            if billing::first_delivery(conn, PROVIDER, &event.id, &event.event_type).await? {
+                creem::apply_event(conn, &state.config.billing, &event).await?;
+            } else {
+                tracing::debug!(event = %event.id, "Creem event replayed; already applied");
+            }
+            Ok(())
+        })
+        .await;
+    match applied {
+        // A 4xx is permanent: the same event can never apply, so retrying is pointless.
+        Err(err) if err.status_code().is_client_error() => {
+            billing::record_unapplied(
+                &mut conn,
+                PROVIDER,
+                &event.id,
+                &event.event_type,
+                &err.to_string(),
+            )
+            .await?;
         }
-        Ok(())
-    })
-    .await?;
+        other => other?,
+    }
     Ok(web::Json(WebhookAck { received: true }))
 }

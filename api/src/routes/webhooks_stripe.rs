@@ -9,7 +9,7 @@
 //! as of 2024-06-20, falling back to where newer versions moved them (the invoice's `parent`,
 //! a line's `pricing`, the items' periods).
 
-use actix_web::{HttpRequest, post, web};
+use actix_web::{HttpRequest, ResponseError, post, web};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -101,15 +101,25 @@ pub async fn receive_stripe_event(
         previous: &event["data"]["previous_attributes"],
     };
     let mut conn = state.pool.get().await?;
-    conn.transaction::<_, ApiError, _>(async |conn| {
-        if billing::first_delivery(conn, PROVIDER, event.id, event.kind).await? {
-            apply(conn, &state, &event).await?;
-        } else {
-            tracing::debug!(event = event.id, "Stripe event replayed; already applied");
+    let applied = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            if billing::first_delivery(conn, PROVIDER, event.id, event.kind).await? {
+                apply(conn, &state, &event).await?;
+            } else {
+                tracing::debug!(event = event.id, "Stripe event replayed; already applied");
+            }
+            Ok(())
+        })
+        .await;
+    match applied {
+        // A 4xx is permanent: the same event can never apply, so Stripe's retries are
+        // pointless. It is kept for review and acknowledged; a 5xx is retried.
+        Err(err) if err.status_code().is_client_error() => {
+            billing::record_unapplied(&mut conn, PROVIDER, event.id, event.kind, &err.to_string())
+                .await?;
         }
-        Ok(())
-    })
-    .await?;
+        other => other?,
+    }
     Ok(web::Json(WebhookAck { received: true }))
 }
 
@@ -373,6 +383,7 @@ async fn invoice_paid(
             // Never assume a payment: what the invoice says was paid in money.
             amount_paid: Some(invoice["amount_paid"].as_i64().unwrap_or(0)),
             currency: invoice["currency"].as_str().unwrap_or(&plan.currency),
+            flag: None,
             // A period line spans the period; a proration line only its prorated part.
             period_start: match charge {
                 Charge::Period => line_start,
