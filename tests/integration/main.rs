@@ -7,6 +7,7 @@ mod auth;
 mod authz_matrix;
 mod bad_input;
 mod billing_creem;
+mod billing_refunds;
 mod billing_stripe;
 mod billing_subscription_grants;
 mod cli;

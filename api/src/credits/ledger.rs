@@ -342,13 +342,15 @@ pub async fn hold_within(
     })
 }
 
-/// Puts `amount` of a hold back into the grants it came from, latest-expiring first.
+/// Puts `amount` of a hold back into the grants it came from, latest-expiring first, except
+/// what a refund of the grant took back while held (`refunded_held`): that returns to
+/// nothing. Returns the credits that returned to nothing.
 async fn return_to_grants(
     conn: &mut AsyncPgConnection,
     hold_id: Uuid,
     mut amount: i64,
-) -> QueryResult<()> {
-    let allocations: Vec<(Uuid, i64)> = credit_hold_allocations::table
+) -> QueryResult<i64> {
+    let allocations: Vec<(Uuid, i64, i64)> = credit_hold_allocations::table
         .inner_join(credit_grants::table)
         .filter(credit_hold_allocations::hold_id.eq(hold_id))
         .order((
@@ -358,21 +360,28 @@ async fn return_to_grants(
         .select((
             credit_hold_allocations::grant_id,
             credit_hold_allocations::amount,
+            credit_grants::refunded_held,
         ))
         .load(conn)
         .await?;
-    for (grant_id, allocated) in allocations {
+    let mut refunded = 0;
+    for (grant_id, allocated, refunded_held) in allocations {
         if amount == 0 {
             break;
         }
         let back = allocated.min(amount);
+        let gone = back.min(refunded_held);
         diesel::update(credit_grants::table.find(grant_id))
-            .set(credit_grants::remaining.eq(credit_grants::remaining + back))
+            .set((
+                credit_grants::remaining.eq(credit_grants::remaining + (back - gone)),
+                credit_grants::refunded_held.eq(credit_grants::refunded_held - gone),
+            ))
             .execute(conn)
             .await?;
         amount -= back;
+        refunded += gone;
     }
-    Ok(())
+    Ok(refunded)
 }
 
 /// What happened to a hold; settling twice returns the first outcome and changes nothing.
@@ -431,7 +440,7 @@ async fn settle(
             None => 0,
         };
         let back = amount - spent;
-        return_to_grants(conn, hold_id, back).await?;
+        let refunded = return_to_grants(conn, hold_id, back).await?;
         diesel::update(credit_holds::table.find(hold_id))
             .set((
                 credit_holds::status.eq(if capture.is_some() {
@@ -470,6 +479,21 @@ async fn settle(
                     grant_id: None,
                     hold_id: Some(hold_id),
                     description: "",
+                },
+            )
+            .await?;
+        }
+        if refunded > 0 {
+            append(
+                conn,
+                Entry {
+                    user_id,
+                    kind: LedgerEntryKind::Refund,
+                    available_delta: -refunded,
+                    held_delta: 0,
+                    grant_id: None,
+                    hold_id: Some(hold_id),
+                    description: "held credits of a refunded purchase",
                 },
             )
             .await?;
@@ -552,7 +576,9 @@ pub async fn expire_due(conn: &mut AsyncPgConnection) -> Result<i64, CreditError
 }
 
 /// Takes back up to `amount` unspent credits of the grants with `reference` (a refunded
-/// purchase). Never below zero: returns (clawed back, not recoverable because spent).
+/// purchase): their remaining credits now, and what running generations hold of them when
+/// those holds are released (captured, it is spent). Never below zero: returns (clawed back
+/// or marked to go on release, not recoverable because spent).
 pub async fn claw_back(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
@@ -597,6 +623,40 @@ pub async fn claw_back(
             )
             .await?;
             left -= take;
+        }
+        // What running generations hold of the grants goes when their holds are released.
+        if left > 0 {
+            let allocations: Vec<(Uuid, i64, i64)> = credit_hold_allocations::table
+                .inner_join(credit_holds::table)
+                .inner_join(credit_grants::table)
+                .filter(credit_grants::user_id.eq(user_id))
+                .filter(credit_grants::reference.eq(reference))
+                .filter(credit_holds::status.eq("held"))
+                .select((
+                    credit_grants::id,
+                    credit_hold_allocations::amount,
+                    credit_grants::refunded_held,
+                ))
+                .load(conn)
+                .await?;
+            let mut held: Vec<(Uuid, i64, i64)> = Vec::new();
+            for (grant_id, amount, marked) in allocations {
+                match held.iter_mut().find(|(id, _, _)| *id == grant_id) {
+                    Some(entry) => entry.1 += amount,
+                    None => held.push((grant_id, amount, marked)),
+                }
+            }
+            for (grant_id, held, marked) in held {
+                let take = (held - marked).max(0).min(left);
+                if take == 0 {
+                    continue;
+                }
+                diesel::update(credit_grants::table.find(grant_id))
+                    .set(credit_grants::refunded_held.eq(credit_grants::refunded_held + take))
+                    .execute(conn)
+                    .await?;
+                left -= take;
+            }
         }
         Ok((amount - left, left))
     })

@@ -197,6 +197,7 @@ diesel::table! {
         reference -> Nullable<Text>,
         description -> Text,
         created_at -> Timestamptz,
+        refunded_held -> Int8,
     }
 }
 

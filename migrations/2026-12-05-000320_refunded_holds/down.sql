@@ -1,0 +1,1 @@
+ALTER TABLE credit_grants DROP COLUMN refunded_held;
