@@ -183,3 +183,99 @@ async fn a_full_refund_takes_back_credits_held_by_running_generations() {
     assert_eq!(refund_row["amount_cents"], -500);
     app.assert_ledger_invariants().await;
 }
+
+async fn ledger_kinds(app: &TestApp, user: &TestUser) -> Vec<Value> {
+    let res = app
+        .get_auth("/v1/credits/ledger?limit=100", &user.access_token)
+        .await;
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    res.json::<Value>().await.unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn spend(app: &TestApp, user: &TestUser, amount: i64) {
+    let user_id: Uuid = user.id.parse().unwrap();
+    let mut conn = app.state.pool.get().await.unwrap();
+    let hold = ledger::hold(
+        &mut conn,
+        NewHold {
+            user_id,
+            amount,
+            reference: None,
+            api_key_id: None,
+            description: "test spend",
+        },
+    )
+    .await
+    .unwrap();
+    ledger::capture(&mut conn, hold, amount).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refund_of_a_spent_pack_takes_back_from_the_rest_of_the_balance() {
+    let (app, fake) = stripe_app().await;
+    let user = app.register_user().await;
+    let (intent, customer) = bought_pack(&app, &fake, &user).await;
+    // Spending draws the oldest pack first: 96 of the first pack are spent.
+    spend(&app, &user, 96).await;
+    let second = paid_pack_event(&app, &fake, &user).await;
+    deliver(&app, &fake, &second).await;
+    assert_eq!(balance(&app, &user).await, 104);
+
+    let refund = stripe_id("re_");
+    let full = charge_refunded(
+        &stripe_id("ch_"),
+        &intent,
+        &customer,
+        500,
+        &[(&refund, 500)],
+    );
+    deliver(&app, &fake, &full).await;
+    assert_eq!(
+        balance(&app, &user).await,
+        4,
+        "all 100 credits of the refunded pack taken back"
+    );
+    let list = transactions(&app, &user).await;
+    let row = list.iter().find(|t| t["kind"] == "refund").unwrap();
+    assert_eq!(row["credits"], -100);
+    assert_eq!(row["credits_lost"], 0);
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn a_refund_short_of_credits_leaves_a_debt_the_next_purchase_pays_first() {
+    let (app, fake) = stripe_app().await;
+    let user = app.register_user().await;
+    let (intent, customer) = bought_pack(&app, &fake, &user).await;
+    spend(&app, &user, 60).await;
+
+    let refund = stripe_id("re_");
+    let full = charge_refunded(
+        &stripe_id("ch_"),
+        &intent,
+        &customer,
+        500,
+        &[(&refund, 500)],
+    );
+    deliver(&app, &fake, &full).await;
+    assert_eq!(balance(&app, &user).await, 0);
+    let entries = ledger_kinds(&app, &user).await;
+    assert!(
+        entries.iter().any(|e| e["kind"] == "debt"),
+        "the ledger says 60 credits are owed: {entries:#?}"
+    );
+
+    let next = paid_pack_event(&app, &fake, &user).await;
+    deliver(&app, &fake, &next).await;
+    assert_eq!(
+        balance(&app, &user).await,
+        40,
+        "the next purchase pays the 60 owed first"
+    );
+    let entries = ledger_kinds(&app, &user).await;
+    assert_eq!(entries.iter().filter(|e| e["kind"] == "debt").count(), 2);
+    app.assert_ledger_invariants().await;
+}

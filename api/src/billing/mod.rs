@@ -315,9 +315,10 @@ pub async fn payments_for_aliases(
         .await
 }
 
-/// Takes back the refunded share of the payment's credits that is still unspent (never
-/// below zero) and records the rest as lost. `None` when already recorded or the payment is
-/// unknown. Call inside the caller's transaction.
+/// Takes back the refunded share of the payment's credits (see [`ledger::claw_back`]: the
+/// payment's grant first, then the rest of the balance; what was spent is owed, as
+/// `credits_lost`). `None` when already recorded or the payment is unknown. Call inside the
+/// caller's transaction.
 pub async fn record_refund(
     conn: &mut AsyncPgConnection,
     r: Refund<'_>,

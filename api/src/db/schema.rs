@@ -182,6 +182,7 @@ diesel::table! {
         held -> Int8,
         low_balance_notified -> Bool,
         updated_at -> Timestamptz,
+        debt -> Int8,
     }
 }
 
@@ -234,6 +235,7 @@ diesel::table! {
         hold_id -> Nullable<Uuid>,
         description -> Text,
         created_at -> Timestamptz,
+        debt_delta -> Int8,
     }
 }
 

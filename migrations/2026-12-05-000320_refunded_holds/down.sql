@@ -1,1 +1,0 @@
-ALTER TABLE credit_grants DROP COLUMN refunded_held;
