@@ -1867,7 +1867,7 @@ export interface components {
          * @example capture
          * @enum {string}
          */
-        LedgerEntryKind: "grant" | "hold" | "capture" | "release" | "expiry" | "refund" | "adjustment";
+        LedgerEntryKind: "grant" | "hold" | "capture" | "release" | "expiry" | "refund" | "debt" | "adjustment";
         /**
          * @description A page of `LedgerEntryView`; `next_cursor` continues it.
          * @example {

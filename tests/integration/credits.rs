@@ -303,7 +303,7 @@ async fn due_grants_expire_and_are_recorded() {
 }
 
 #[tokio::test]
-async fn refunds_claw_back_only_what_is_unspent() {
+async fn refunds_claw_back_from_the_whole_balance_and_owe_the_rest() {
     let app = app().await;
     let u = user(&app).await;
     let mut conn = app.state.pool.get().await.unwrap();
@@ -319,18 +319,25 @@ async fn refunds_claw_back_only_what_is_unspent() {
     let (clawed, lost) = ledger::claw_back(&mut conn, u, "pi_123", 100, "refund pi_123")
         .await
         .unwrap();
-    assert_eq!((clawed, lost), (30, 70));
+    // Issue #14: 30 of the refunded grant, then the rest of the balance (50); 20 are owed.
+    assert_eq!((clawed, lost), (80, 20));
     assert_eq!(
         ledger::summary(&mut conn, u).await.unwrap().available,
-        50,
-        "other purchases are untouched, never negative"
+        0,
+        "the rest of the balance pays for the refunded credits, never negative"
     );
     assert_eq!(
         ledger::claw_back(&mut conn, u, "pi_123", 100, "again")
             .await
             .unwrap(),
-        (0, 100)
+        (0, 100),
+        "with nothing left, all is owed"
     );
+    // The next grant pays what is owed first.
+    ledger::grant(&mut conn, grant(u, 150, None, None))
+        .await
+        .unwrap();
+    assert_eq!(ledger::summary(&mut conn, u).await.unwrap().available, 30);
     app.assert_ledger_invariants().await;
 }
 

@@ -8,6 +8,7 @@ mod authz_matrix;
 mod bad_input;
 mod billing_creem;
 mod billing_creem_payments;
+mod billing_refunds;
 mod billing_stripe;
 mod billing_subscription_grants;
 mod cli;

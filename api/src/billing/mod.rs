@@ -221,6 +221,82 @@ pub struct Refund<'a> {
     pub amount_cents: i64,
 }
 
+/// A charge's refunds as one event shows them, bookable from that event alone: the cumulative
+/// refunded amount, and the refund objects it lists (when expanded), succeeded or pending.
+pub struct ChargeRefunds<'a> {
+    pub provider: &'a str,
+    /// The refunded payment's `provider_reference`.
+    pub payment_reference: &'a str,
+    /// The charge's id: names a refund booked from the cumulative total alone.
+    pub charge_reference: &'a str,
+    /// Everything refunded of the charge so far (Stripe's `amount_refunded`).
+    pub amount_refunded: i64,
+    /// `(refund id, amount)` of the refunds the event lists.
+    pub listed: &'a [(&'a str, i64)],
+}
+
+/// Books what `c.amount_refunded` adds to the refunds already booked for the payment: listed
+/// refunds not yet booked under their own id first, the rest under the charge and total.
+/// Replays, and events showing an older total, book nothing. `None` when the payment is not
+/// recorded here; else (credits clawed back, credits lost) of what this booked. Call inside
+/// the caller's transaction.
+pub async fn record_charge_refunds(
+    conn: &mut AsyncPgConnection,
+    c: ChargeRefunds<'_>,
+) -> Result<Option<(i64, i64)>, ApiError> {
+    // Locked, so concurrent events for one payment book one after the other.
+    let payment: Option<Uuid> = billing_transactions::table
+        .filter(billing_transactions::provider.eq(c.provider))
+        .filter(billing_transactions::kind.ne("refund"))
+        .filter(billing_transactions::provider_reference.eq(c.payment_reference))
+        .select(billing_transactions::id)
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    let Some(payment_id) = payment else {
+        return Ok(None);
+    };
+    let booked: Vec<(String, i64)> = billing_transactions::table
+        .filter(billing_transactions::refunded_transaction_id.eq(payment_id))
+        .filter(billing_transactions::kind.eq("refund"))
+        .select((
+            billing_transactions::provider_reference,
+            billing_transactions::amount_cents,
+        ))
+        .load(conn)
+        .await?;
+    let mut due = c.amount_refunded - booked.iter().map(|(_, a)| -a).sum::<i64>();
+    let mut total = (0, 0);
+    let mut book = async |conn: &mut AsyncPgConnection, reference: &str, amount: i64| {
+        let applied = record_refund(
+            conn,
+            Refund {
+                provider: c.provider,
+                payment_reference: c.payment_reference,
+                refund_reference: reference,
+                amount_cents: amount,
+            },
+        )
+        .await?;
+        if let Some((clawed, lost)) = applied {
+            total = (total.0 + clawed, total.1 + lost);
+        }
+        Ok::<_, ApiError>(())
+    };
+    for &(refund, amount) in c.listed {
+        if amount > 0 && amount <= due && !booked.iter().any(|(r, _)| r == refund) {
+            book(conn, refund, amount).await?;
+            due -= amount;
+        }
+    }
+    if due > 0 {
+        let reference = format!("{}:{}", c.charge_reference, c.amount_refunded);
+        book(conn, &reference, due).await?;
+    }
+    Ok(Some(total))
+}
+
 /// Records that the payment `alias` (a payment intent or charge) paid `payment_reference` (the
 /// reference a payment was recorded under). Repeats are no-ops.
 pub async fn record_payment_alias(
@@ -255,9 +331,10 @@ pub async fn payments_for_aliases(
         .await
 }
 
-/// Takes back the refunded share of the payment's credits that is still unspent (never
-/// below zero) and records the rest as lost. `None` when already recorded or the payment is
-/// unknown. Call inside the caller's transaction.
+/// Takes back the refunded share of the payment's credits (see [`ledger::claw_back`]: the
+/// payment's grant first, then the rest of the balance; what was spent is owed, as
+/// `credits_lost`). `None` when already recorded or the payment is unknown. Call inside the
+/// caller's transaction.
 pub async fn record_refund(
     conn: &mut AsyncPgConnection,
     r: Refund<'_>,

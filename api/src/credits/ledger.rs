@@ -5,7 +5,9 @@
 //! Invariants, checked by [`check_invariants`] after every test scenario:
 //! `account.available = Σ available_delta = Σ remaining of unexpired grants` and
 //! `account.held = Σ held_delta = Σ open hold amounts` (a grant is unexpired until its
-//! `expired_at` is recorded).
+//! `expired_at` is recorded), and `0 ≤ account.debt = Σ debt_delta` (credits a refund could
+//! not take back, paid first out of the next grant: debt and available are never both
+//! positive after a grant).
 //!
 //! A grant past its `expires_at` is never spent, whether or not the periodic sweep
 //! ([`expire_due`]) has recorded its expiry yet: every operation expires the user's due grants
@@ -124,6 +126,9 @@ wire_enum! {
         Release = "release",
         Expiry = "expiry",
         Refund = "refund",
+        /// Credits a refund could not take back (spent): owed, and later the part of a grant
+        /// that paid them.
+        Debt = "debt",
         Adjustment = "adjustment",
     }
 }
@@ -133,6 +138,8 @@ struct Entry<'a> {
     kind: LedgerEntryKind,
     available_delta: i64,
     held_delta: i64,
+    /// Change to the credits owed (see [`claw_back`]).
+    debt_delta: i64,
     grant_id: Option<Uuid>,
     hold_id: Option<Uuid>,
     description: &'a str,
@@ -148,6 +155,7 @@ async fn append(conn: &mut AsyncPgConnection, e: Entry<'_>) -> QueryResult<()> {
         ledger_entries::kind.eq(e.kind.as_str()),
         ledger_entries::available_delta.eq(e.available_delta),
         ledger_entries::held_delta.eq(e.held_delta),
+        ledger_entries::debt_delta.eq(e.debt_delta),
         ledger_entries::grant_id.eq(e.grant_id),
         ledger_entries::hold_id.eq(e.hold_id),
         ledger_entries::description.eq(e.description),
@@ -155,6 +163,7 @@ async fn append(conn: &mut AsyncPgConnection, e: Entry<'_>) -> QueryResult<()> {
     let balances = diesel::update(credit_accounts::table.find(e.user_id)).set((
         credit_accounts::available.eq(credit_accounts::available + e.available_delta),
         credit_accounts::held.eq(credit_accounts::held + e.held_delta),
+        credit_accounts::debt.eq(credit_accounts::debt + e.debt_delta),
         credit_accounts::updated_at.eq(diesel::dsl::now),
     ));
     let (mut first, mut second): (&AsyncPgConnection, &AsyncPgConnection) = (conn, conn);
@@ -198,6 +207,13 @@ pub async fn grant(conn: &mut AsyncPgConnection, g: NewGrant<'_>) -> Result<Uuid
     }
     conn.transaction::<_, CreditError, _>(async |conn| {
         lock_account(conn, g.user_id).await?;
+        let debt: i64 = credit_accounts::table
+            .find(g.user_id)
+            .select(credit_accounts::debt)
+            .first(conn)
+            .await?;
+        // Credits owed since a refund of spent credits are paid first out of this grant.
+        let settled = debt.min(g.amount);
         let id = Uuid::now_v7();
         diesel::insert_into(credit_grants::table)
             .values((
@@ -205,7 +221,7 @@ pub async fn grant(conn: &mut AsyncPgConnection, g: NewGrant<'_>) -> Result<Uuid
                 credit_grants::user_id.eq(g.user_id),
                 credit_grants::source.eq(g.source.as_str()),
                 credit_grants::amount.eq(g.amount),
-                credit_grants::remaining.eq(g.amount),
+                credit_grants::remaining.eq(g.amount - settled),
                 credit_grants::expires_at.eq(g.expires_at),
                 credit_grants::reference.eq(g.reference),
                 credit_grants::description.eq(g.description),
@@ -219,12 +235,31 @@ pub async fn grant(conn: &mut AsyncPgConnection, g: NewGrant<'_>) -> Result<Uuid
                 kind: LedgerEntryKind::Grant,
                 available_delta: g.amount,
                 held_delta: 0,
+                debt_delta: 0,
                 grant_id: Some(id),
                 hold_id: None,
                 description: g.description,
             },
         )
         .await?;
+        if settled > 0 {
+            let description =
+                format!("{settled} credits owed since a refund, paid from this grant");
+            append(
+                conn,
+                Entry {
+                    user_id: g.user_id,
+                    kind: LedgerEntryKind::Debt,
+                    available_delta: -settled,
+                    held_delta: 0,
+                    debt_delta: -settled,
+                    grant_id: Some(id),
+                    hold_id: None,
+                    description: &description,
+                },
+            )
+            .await?;
+        }
         Ok(id)
     })
     .await
@@ -327,6 +362,7 @@ pub async fn hold_within(
             kind: LedgerEntryKind::Hold,
             available_delta: -h.amount,
             held_delta: h.amount,
+            debt_delta: 0,
             grant_id: None,
             hold_id: Some(id),
             description: h.description,
@@ -342,13 +378,15 @@ pub async fn hold_within(
     })
 }
 
-/// Puts `amount` of a hold back into the grants it came from, latest-expiring first.
+/// Puts `amount` of a hold back into the grants it came from, latest-expiring first, except
+/// what a refund of the grant took back while held (`refunded_held`): that returns to
+/// nothing. Returns the credits that returned to nothing.
 async fn return_to_grants(
     conn: &mut AsyncPgConnection,
     hold_id: Uuid,
     mut amount: i64,
-) -> QueryResult<()> {
-    let allocations: Vec<(Uuid, i64)> = credit_hold_allocations::table
+) -> QueryResult<i64> {
+    let allocations: Vec<(Uuid, i64, i64)> = credit_hold_allocations::table
         .inner_join(credit_grants::table)
         .filter(credit_hold_allocations::hold_id.eq(hold_id))
         .order((
@@ -358,21 +396,28 @@ async fn return_to_grants(
         .select((
             credit_hold_allocations::grant_id,
             credit_hold_allocations::amount,
+            credit_grants::refunded_held,
         ))
         .load(conn)
         .await?;
-    for (grant_id, allocated) in allocations {
+    let mut refunded = 0;
+    for (grant_id, allocated, refunded_held) in allocations {
         if amount == 0 {
             break;
         }
         let back = allocated.min(amount);
+        let gone = back.min(refunded_held);
         diesel::update(credit_grants::table.find(grant_id))
-            .set(credit_grants::remaining.eq(credit_grants::remaining + back))
+            .set((
+                credit_grants::remaining.eq(credit_grants::remaining + (back - gone)),
+                credit_grants::refunded_held.eq(credit_grants::refunded_held - gone),
+            ))
             .execute(conn)
             .await?;
         amount -= back;
+        refunded += gone;
     }
-    Ok(())
+    Ok(refunded)
 }
 
 /// What happened to a hold; settling twice returns the first outcome and changes nothing.
@@ -431,7 +476,7 @@ async fn settle(
             None => 0,
         };
         let back = amount - spent;
-        return_to_grants(conn, hold_id, back).await?;
+        let refunded = return_to_grants(conn, hold_id, back).await?;
         diesel::update(credit_holds::table.find(hold_id))
             .set((
                 credit_holds::status.eq(if capture.is_some() {
@@ -452,6 +497,7 @@ async fn settle(
                     kind: LedgerEntryKind::Capture,
                     available_delta: 0,
                     held_delta: -spent,
+                    debt_delta: 0,
                     grant_id: None,
                     hold_id: Some(hold_id),
                     description: "",
@@ -467,9 +513,26 @@ async fn settle(
                     kind: LedgerEntryKind::Release,
                     available_delta: back,
                     held_delta: -back,
+                    debt_delta: 0,
                     grant_id: None,
                     hold_id: Some(hold_id),
                     description: "",
+                },
+            )
+            .await?;
+        }
+        if refunded > 0 {
+            append(
+                conn,
+                Entry {
+                    user_id,
+                    kind: LedgerEntryKind::Refund,
+                    available_delta: -refunded,
+                    held_delta: 0,
+                    debt_delta: 0,
+                    grant_id: None,
+                    hold_id: Some(hold_id),
+                    description: "held credits of a refunded purchase",
                 },
             )
             .await?;
@@ -520,6 +583,7 @@ async fn expire_grants(
                 kind: LedgerEntryKind::Expiry,
                 available_delta: -remaining,
                 held_delta: 0,
+                debt_delta: 0,
                 grant_id: Some(grant_id),
                 hold_id: None,
                 description: "expired",
@@ -551,8 +615,11 @@ pub async fn expire_due(conn: &mut AsyncPgConnection) -> Result<i64, CreditError
     Ok(total)
 }
 
-/// Takes back up to `amount` unspent credits of the grants with `reference` (a refunded
-/// purchase). Never below zero: returns (clawed back, not recoverable because spent).
+/// Takes back `amount` credits for a refund of the grants with `reference` (a refunded
+/// purchase): their remaining credits, then what running generations hold of them (it goes
+/// when those holds are released; captured, it is spent), then the rest of the available
+/// balance in spending order. Never below zero: what is still short is recorded as debt
+/// (a `debt` entry), paid first out of the user's next grant. Returns (taken back, owed).
 pub async fn claw_back(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
@@ -590,6 +657,7 @@ pub async fn claw_back(
                     kind: LedgerEntryKind::Refund,
                     available_delta: -take,
                     held_delta: 0,
+                    debt_delta: 0,
                     grant_id: Some(grant_id),
                     hold_id: None,
                     description,
@@ -597,6 +665,90 @@ pub async fn claw_back(
             )
             .await?;
             left -= take;
+        }
+        // What running generations hold of the grants goes when their holds are released.
+        if left > 0 {
+            let allocations: Vec<(Uuid, i64, i64)> = credit_hold_allocations::table
+                .inner_join(credit_holds::table)
+                .inner_join(credit_grants::table)
+                .filter(credit_grants::user_id.eq(user_id))
+                .filter(credit_grants::reference.eq(reference))
+                .filter(credit_holds::status.eq("held"))
+                .select((
+                    credit_grants::id,
+                    credit_hold_allocations::amount,
+                    credit_grants::refunded_held,
+                ))
+                .load(conn)
+                .await?;
+            let mut held: Vec<(Uuid, i64, i64)> = Vec::new();
+            for (grant_id, amount, marked) in allocations {
+                match held.iter_mut().find(|(id, _, _)| *id == grant_id) {
+                    Some(entry) => entry.1 += amount,
+                    None => held.push((grant_id, amount, marked)),
+                }
+            }
+            for (grant_id, held, marked) in held {
+                let take = (held - marked).max(0).min(left);
+                if take == 0 {
+                    continue;
+                }
+                diesel::update(credit_grants::table.find(grant_id))
+                    .set(credit_grants::refunded_held.eq(credit_grants::refunded_held + take))
+                    .execute(conn)
+                    .await?;
+                left -= take;
+            }
+        }
+        // Then the rest of the balance, in spending order.
+        if left > 0 {
+            let others: Vec<(Uuid, i64)> = spendable(user_id)
+                .select((credit_grants::id, credit_grants::remaining))
+                .load(conn)
+                .await?;
+            for (grant_id, remaining) in others {
+                let take = remaining.min(left);
+                if take == 0 {
+                    break;
+                }
+                diesel::update(credit_grants::table.find(grant_id))
+                    .set(credit_grants::remaining.eq(credit_grants::remaining - take))
+                    .execute(conn)
+                    .await?;
+                append(
+                    conn,
+                    Entry {
+                        user_id,
+                        kind: LedgerEntryKind::Refund,
+                        available_delta: -take,
+                        held_delta: 0,
+                        debt_delta: 0,
+                        grant_id: Some(grant_id),
+                        hold_id: None,
+                        description,
+                    },
+                )
+                .await?;
+                left -= take;
+            }
+        }
+        // What is still short was spent: owed, and paid first out of the next grant.
+        if left > 0 {
+            let owed = format!("{description}: {left} credits already spent are owed");
+            append(
+                conn,
+                Entry {
+                    user_id,
+                    kind: LedgerEntryKind::Debt,
+                    available_delta: 0,
+                    held_delta: 0,
+                    debt_delta: left,
+                    grant_id: None,
+                    hold_id: None,
+                    description: &owed,
+                },
+            )
+            .await?;
         }
         Ok((amount - left, left))
     })
@@ -645,15 +797,16 @@ pub async fn check_invariants(conn: &mut AsyncPgConnection) -> QueryResult<Vec<S
         problem: String,
     }
     let rows: Vec<Violation> = diesel::sql_query(
-        "WITH l AS (SELECT user_id, sum(available_delta)::bigint AS a, sum(held_delta)::bigint AS h FROM ledger_entries GROUP BY user_id),
+        "WITH l AS (SELECT user_id, sum(available_delta)::bigint AS a, sum(held_delta)::bigint AS h, sum(debt_delta)::bigint AS d FROM ledger_entries GROUP BY user_id),
               g AS (SELECT user_id, sum(remaining)::bigint AS r FROM credit_grants WHERE expired_at IS NULL GROUP BY user_id),
               o AS (SELECT user_id, sum(amount)::bigint AS o FROM credit_holds WHERE status = 'held' GROUP BY user_id)
-         SELECT format('user %s: available %s, ledger %s, grants %s; held %s, ledger %s, open holds %s',
-                       c.user_id, c.available, coalesce(l.a, 0), coalesce(g.r, 0), c.held, coalesce(l.h, 0), coalesce(o.o, 0)) AS problem
+         SELECT format('user %s: available %s, ledger %s, grants %s; held %s, ledger %s, open holds %s; debt %s, ledger %s',
+                       c.user_id, c.available, coalesce(l.a, 0), coalesce(g.r, 0), c.held, coalesce(l.h, 0), coalesce(o.o, 0), c.debt, coalesce(l.d, 0)) AS problem
          FROM credit_accounts c
          LEFT JOIN l ON l.user_id = c.user_id LEFT JOIN g ON g.user_id = c.user_id LEFT JOIN o ON o.user_id = c.user_id
          WHERE c.available <> coalesce(l.a, 0) OR c.available <> coalesce(g.r, 0)
-            OR c.held <> coalesce(l.h, 0) OR c.held <> coalesce(o.o, 0)",
+            OR c.held <> coalesce(l.h, 0) OR c.held <> coalesce(o.o, 0)
+            OR c.debt <> coalesce(l.d, 0) OR c.debt < 0",
     )
     .load(conn)
     .await?;

@@ -182,6 +182,7 @@ diesel::table! {
         held -> Int8,
         low_balance_notified -> Bool,
         updated_at -> Timestamptz,
+        debt -> Int8,
     }
 }
 
@@ -197,6 +198,7 @@ diesel::table! {
         reference -> Nullable<Text>,
         description -> Text,
         created_at -> Timestamptz,
+        refunded_held -> Int8,
     }
 }
 
@@ -233,6 +235,7 @@ diesel::table! {
         hold_id -> Nullable<Uuid>,
         description -> Text,
         created_at -> Timestamptz,
+        debt_delta -> Int8,
     }
 }
 

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     billing::{
-        self, Payment, Refund, SubscriptionState,
+        self, ChargeRefunds, Payment, SubscriptionState,
         catalog::{Catalog, Item, Plan},
         plan_grants::{self, Charge, PlanPayment},
         stripe::{SIGNATURE_TOLERANCE, verify_signature},
@@ -98,7 +98,6 @@ pub async fn receive_stripe_event(
             .and_then(|t| DateTime::from_timestamp(t, 0))
             .unwrap_or_else(Utc::now),
         object: &event["data"]["object"],
-        previous: &event["data"]["previous_attributes"],
     };
     let mut conn = state.pool.get().await?;
     let applied = conn
@@ -132,7 +131,6 @@ struct Event<'a> {
     kind: &'a str,
     created: DateTime<Utc>,
     object: &'a Value,
-    previous: &'a Value,
 }
 
 async fn apply(
@@ -534,49 +532,43 @@ async fn charge_refunded(conn: &mut AsyncPgConnection, event: &Event<'_>) -> Res
         .chain(invoices.iter().map(String::as_str))
         .chain(intent)
         .collect();
-    // Each refund object is its own idempotent record. When the charge does not list them
-    // (newer API versions), the growth of `amount_refunded` is the refund.
-    let mut refunds: Vec<(String, i64)> = charge["refunds"]["data"]
+    // Booked from this event alone: the cumulative `amount_refunded` against what is already
+    // booked for the payment (`previous_attributes` comes only with `*.updated` events), under
+    // the ids of the refunds listed when the list is expanded (API versions before 2022-11-15).
+    let listed: Vec<(&str, i64)> = charge["refunds"]["data"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
         .filter(|r| !matches!(r["status"].as_str(), Some("failed" | "canceled")))
-        .filter_map(|r| Some((r["id"].as_str()?.to_owned(), r["amount"].as_i64()?)))
+        .filter_map(|r| Some((r["id"].as_str()?, r["amount"].as_i64()?)))
         .collect();
-    if refunds.is_empty() {
-        let total = charge["amount_refunded"].as_i64().unwrap_or(0);
-        let before = event.previous["amount_refunded"].as_i64().unwrap_or(0);
-        if total > before {
-            refunds.push((format!("{charge_id}:{total}"), total - before));
+    let amount_refunded = charge["amount_refunded"].as_i64().unwrap_or(0);
+    let mut applied = None;
+    for payment in &payments {
+        applied = billing::record_charge_refunds(
+            conn,
+            ChargeRefunds {
+                provider: PROVIDER,
+                payment_reference: payment,
+                charge_reference: charge_id,
+                amount_refunded,
+                listed: &listed,
+            },
+        )
+        .await?;
+        if applied.is_some() {
+            break;
         }
     }
-    for (refund_id, amount) in &refunds {
-        let mut applied = None;
-        for payment in &payments {
-            applied = billing::record_refund(
-                conn,
-                Refund {
-                    provider: PROVIDER,
-                    payment_reference: payment,
-                    refund_reference: refund_id,
-                    amount_cents: *amount,
-                },
-            )
-            .await?;
-            if applied.is_some() {
-                break;
-            }
+    match applied {
+        Some((clawed, lost)) => {
+            tracing::info!(charge = %charge_id, amount_refunded, clawed, lost, "Stripe refunds applied")
         }
-        match applied {
-            Some((clawed, lost)) => {
-                tracing::info!(refund = %refund_id, clawed, lost, "Stripe refund applied")
-            }
-            None => tracing::info!(
-                refund = %refund_id,
-                "Stripe refund already applied or for a payment not recorded here"
-            ),
-        }
+        None => tracing::info!(
+            charge = %charge_id,
+            "Stripe refund for a payment not recorded here"
+        ),
     }
     Ok(())
 }
