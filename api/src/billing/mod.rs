@@ -469,6 +469,21 @@ pub async fn remember_customer(
     provider: &str,
     customer: &str,
 ) -> QueryResult<String> {
+    insert_link(conn, user_id, provider, customer).await?;
+    billing_customers::table
+        .find((user_id, provider))
+        .select(billing_customers::customer_id)
+        .first(conn)
+        .await
+}
+
+/// The user's link to the provider's customer, unless either is linked already.
+async fn insert_link(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    provider: &str,
+    customer: &str,
+) -> QueryResult<usize> {
     diesel::insert_into(billing_customers::table)
         .values((
             billing_customers::user_id.eq(user_id),
@@ -477,11 +492,6 @@ pub async fn remember_customer(
         ))
         .on_conflict_do_nothing()
         .execute(conn)
-        .await?;
-    billing_customers::table
-        .find((user_id, provider))
-        .select(billing_customers::customer_id)
-        .first(conn)
         .await
 }
 
@@ -495,15 +505,7 @@ pub async fn link_customer(
     provider: &str,
     customer: &str,
 ) -> QueryResult<bool> {
-    diesel::insert_into(billing_customers::table)
-        .values((
-            billing_customers::user_id.eq(user_id),
-            billing_customers::provider.eq(provider),
-            billing_customers::customer_id.eq(customer),
-        ))
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
+    insert_link(conn, user_id, provider, customer).await?;
     let owner = user_for_customer(conn, provider, customer).await?;
     Ok(owner.is_none_or(|owner| owner == user_id))
 }

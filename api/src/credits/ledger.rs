@@ -615,6 +615,44 @@ pub async fn expire_due(conn: &mut AsyncPgConnection) -> Result<i64, CreditError
     Ok(total)
 }
 
+/// Takes up to `amount` from `grants` (id, remaining) in their order, each with a `refund`
+/// entry; returns what is still to take.
+async fn take_back(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    grants: Vec<(Uuid, i64)>,
+    amount: i64,
+    description: &str,
+) -> QueryResult<i64> {
+    let mut left = amount;
+    for (grant_id, remaining) in grants {
+        let take = remaining.min(left);
+        if take == 0 {
+            break;
+        }
+        diesel::update(credit_grants::table.find(grant_id))
+            .set(credit_grants::remaining.eq(credit_grants::remaining - take))
+            .execute(conn)
+            .await?;
+        append(
+            conn,
+            Entry {
+                user_id,
+                kind: LedgerEntryKind::Refund,
+                available_delta: -take,
+                held_delta: 0,
+                debt_delta: 0,
+                grant_id: Some(grant_id),
+                hold_id: None,
+                description,
+            },
+        )
+        .await?;
+        left -= take;
+    }
+    Ok(left)
+}
+
 /// Takes back `amount` credits for a refund of the grants with `reference` (a refunded
 /// purchase): their remaining credits, then what running generations hold of them (it goes
 /// when those holds are released; captured, it is spent), then the rest of the available
@@ -640,32 +678,7 @@ pub async fn claw_back(
             .for_update()
             .load(conn)
             .await?;
-        let mut left = amount;
-        for (grant_id, remaining) in grants {
-            let take = remaining.min(left);
-            if take == 0 {
-                break;
-            }
-            diesel::update(credit_grants::table.find(grant_id))
-                .set(credit_grants::remaining.eq(credit_grants::remaining - take))
-                .execute(conn)
-                .await?;
-            append(
-                conn,
-                Entry {
-                    user_id,
-                    kind: LedgerEntryKind::Refund,
-                    available_delta: -take,
-                    held_delta: 0,
-                    debt_delta: 0,
-                    grant_id: Some(grant_id),
-                    hold_id: None,
-                    description,
-                },
-            )
-            .await?;
-            left -= take;
-        }
+        let mut left = take_back(conn, user_id, grants, amount, description).await?;
         // What running generations hold of the grants goes when their holds are released.
         if left > 0 {
             let allocations: Vec<(Uuid, i64, i64)> = credit_hold_allocations::table
@@ -706,31 +719,7 @@ pub async fn claw_back(
                 .select((credit_grants::id, credit_grants::remaining))
                 .load(conn)
                 .await?;
-            for (grant_id, remaining) in others {
-                let take = remaining.min(left);
-                if take == 0 {
-                    break;
-                }
-                diesel::update(credit_grants::table.find(grant_id))
-                    .set(credit_grants::remaining.eq(credit_grants::remaining - take))
-                    .execute(conn)
-                    .await?;
-                append(
-                    conn,
-                    Entry {
-                        user_id,
-                        kind: LedgerEntryKind::Refund,
-                        available_delta: -take,
-                        held_delta: 0,
-                        debt_delta: 0,
-                        grant_id: Some(grant_id),
-                        hold_id: None,
-                        description,
-                    },
-                )
-                .await?;
-                left -= take;
-            }
+            left = take_back(conn, user_id, others, left, description).await?;
         }
         // What is still short was spent: owed, and paid first out of the next grant.
         if left > 0 {
